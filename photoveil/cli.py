@@ -18,7 +18,10 @@ from photoveil.errors import PhotoveilError
 # Subcommand modules in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
     "photoveil.models_cli",
+    "photoveil.client.protect_cli",
     "photoveil.zoo.cli",
+    "photoveil.server.cli",
+    "photoveil.generator_training.cli",
 )
 
 

@@ -1,0 +1,83 @@
+"""Tensor operations shared by the gradient-step protectors (PMT, FMD).
+
+Everything here is a pure function of its tensor inputs (random draws are made by the
+caller and passed in), so the same code runs eagerly and inside the exported on-device
+step programs, where randomness must be an input for the program to be deterministic.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+KERNELS = ("gaussian", "linear")
+
+
+def ti_kernel(kind: str, length: int, channels: int = 3) -> torch.Tensor:
+    """Translation-invariance smoothing kernel of Pu et al. Sec. 5.3, ``[C,1,2k+1,2k+1]``.
+
+    * ``linear``: ``W_ij = (1 - |i|/(k+1)) (1 - |j|/(k+1))``;
+    * ``gaussian``: ``W_ij ~ exp(-(i^2 + j^2) / (2 sigma^2))`` with ``sigma = k / sqrt(3)``
+      (radius 3 sigma);
+
+    both normalised to sum 1, one copy per channel for a depthwise convolution.
+    """
+    if kind not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kind!r}")
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"kernel length must be an int >= 1, got {length!r}")
+    r = torch.arange(-length, length + 1, dtype=torch.float64)
+    if kind == "linear":
+        w1 = 1.0 - r.abs() / (length + 1)
+        w = torch.outer(w1, w1)
+    else:
+        sigma = length / math.sqrt(3.0)
+        w = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    w = (w / w.sum()).to(torch.float32)
+    return w.expand(channels, 1, *w.shape).contiguous()
+
+
+def smooth(grad: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
+    """``W (x) grad``: depthwise 'same' convolution of the gradient (identity if no kernel)."""
+    if kernel is None:
+        return grad
+    pad = kernel.shape[-1] // 2
+    return F.conv2d(grad, kernel, padding=pad, groups=grad.shape[1])
+
+
+def affine_warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Warp ``images`` by per-image affine matrices ``theta [N,2,3]`` (normalised coords)."""
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_affine_theta(n: int, max_rotate_deg: float, max_shift: float, max_scale: float,
+                        generator: torch.Generator | None = None,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """Random small rotation / shift / scale matrices ``[N,2,3]`` for :func:`affine_warp`."""
+    u = torch.rand(n, 4, generator=generator, device=device) * 2 - 1
+    ang = u[:, 0] * math.radians(max_rotate_deg)
+    scale = 1.0 + u[:, 1] * max_scale
+    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+    row0 = torch.stack([cos, -sin, u[:, 2] * max_shift], dim=1)
+    row1 = torch.stack([sin, cos, u[:, 3] * max_shift], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def identity_theta(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[N,2,3]`` identity affine matrices (no warp)."""
+    return torch.eye(2, 3, device=device).expand(n, 2, 3).contiguous()
+
+
+def pooled_concat(feats: list[torch.Tensor], pool: int) -> torch.Tensor:
+    """Multi-layer aggregation (Pu et al. Alg. 2): ``concat_l AvgPool2d(f_l)`` flattened.
+
+    ``pool`` 1 means no pooling. 2-D features (vectors) are taken as they are.
+    """
+    out = []
+    for f in feats:
+        if f.dim() == 4 and pool > 1:
+            f = F.avg_pool2d(f, pool, ceil_mode=True)
+        out.append(f.flatten(1))
+    return torch.cat(out, dim=1)

@@ -1,0 +1,272 @@
+"""``--method pmt``: Privacy Minimization Transformation and MR-PMT (Pu et al., "Facial Data
+Minimization: Shallow Model as Your Privacy Filter", Alg. 1 + 2, Eq. 7-8).
+
+Start from an image that carries nothing of the face (Gaussian noise by default) and make
+its *shallow features* match the original's by signed-gradient steps through the
+authorized model's shallow part ``E_c``::
+
+    x~_0 = init(x)
+    x~_{i+1} = clip_[0,1]( x~_i - alpha * sign( W (x) grad_x~ J ) )
+    J = sum_m || A(E_c^m(T(x~))) - A(E_c^m(T(x))) ||^2 / ||A(E_c^m(T(x)))||^2
+
+* ``T``: augmentation drawn afresh each step and applied identically to ``x`` and ``x~``
+  (``noise`` — default, ``affine``, ``mix`` (either, by coin flip), ``none``);
+* ``A``: multi-layer aggregation: AvgPool + concat of the features at ``layers`` and at the
+  split point (just the split point's features when ``layers`` is empty);
+* ``W``: translation-invariant gradient smoothing (``gaussian`` — default, ``linear``,
+  ``none``) of half-length ``kernel_length``;
+* ``m`` runs over the authorized models: one model is PMT, several is MR-PMT (Eq. 8).
+  Each model's loss is normalised by its feature energy so no model dominates the sign.
+
+The step budget decides privacy vs utility: more / larger steps re-grow the face (the
+features of the face *are* the face to a deep enough network), fewer keep the image noise
+but match the features less well. Pixel quantities are in 0-255 units like the paper.
+
+Two outputs, for the two upload cases: ``protect(x)`` -> the obfuscated image ``x~``;
+``features(x)`` -> ``E_c(x~)`` at the split point (what the server's rest half consumes).
+
+Shapes: images ``[N,3,H,W]`` float in [0,1] at the models' input size.
+
+Example::
+
+    >>> pmt = PMTProtector.from_preset("mid", models=["faceapi-resnet34"], seed=0)
+    >>> x_obf = pmt.protect(faces)             # [N,3,150,150], looks like noise
+    >>> z = pmt.features(faces)                # shallow features to upload instead
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from photoveil.client.protect import ops
+from photoveil.client.protect.base import Protector, ProtectorConfig, register_protector
+from photoveil.client.protect.shallow import ShallowModel, from_facenet
+from photoveil.errors import InvalidInput
+
+INITS = ("gaussian", "sort", "blur")
+AUGMENTS = ("noise", "affine", "mix", "none")
+KERNELS = ("gaussian", "linear", "none")
+
+
+@dataclass
+class PMTConfig(ProtectorConfig):
+    """PMT hyper-parameters (pixel quantities in 0-255 units).
+
+    Attributes:
+        steps: signed-gradient iterations K, 1..10000.
+        step_size: alpha per step, (0, 64].
+        init: starting image: ``gaussian`` (mid-grey + N(0, init_sigma^2)), ``sort`` (the
+            original's pixels randomly permuted), ``blur`` (Gaussian blur of the original,
+            std ``init_sigma`` / 4 pixels).
+        init_sigma: noise std of the ``gaussian`` init, (0, 255].
+        augment: ``noise`` | ``affine`` | ``mix`` | ``none`` (T in Alg. 2).
+        aug_sigma: std of the ``noise`` augmentation, [0, 128].
+        aug_affine: max rotation (degrees) of the ``affine`` augmentation; shifts up to
+            ``aug_affine / 150`` of the image, scale up to ``aug_affine / 150``.
+        split: named split point of the authorized model(s): the end of ``E_c``
+            (None: each model's default PMT split).
+        layers: extra, shallower split points aggregated with the split point
+            (multi-layer aggregation; empty = off).
+        pool: AvgPool kernel of the aggregation, 1..8 (1 = no pooling).
+        kernel: gradient smoothing ``gaussian`` | ``linear`` | ``none``.
+        kernel_length: half-length k of the kernel (size 2k+1), 1..15.
+        device: torch device.
+    """
+
+    steps: int = 100
+    step_size: float = 0.5
+    init: str = "gaussian"
+    init_sigma: float = 60.0
+    augment: str = "noise"
+    aug_sigma: float = 8.0
+    aug_affine: float = 3.0
+    split: str | None = None
+    layers: tuple[str, ...] = field(default_factory=tuple)
+    pool: int = 2
+    kernel: str = "gaussian"
+    kernel_length: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.layers = tuple(self.layers)
+        _check_int("steps", self.steps, 1, 10000)
+        _check_range("step_size", self.step_size, 0.0, 64.0, low_open=True)
+        _check_choice("init", self.init, INITS)
+        _check_range("init_sigma", self.init_sigma, 0.0, 255.0, low_open=True)
+        _check_choice("augment", self.augment, AUGMENTS)
+        _check_range("aug_sigma", self.aug_sigma, 0.0, 128.0)
+        _check_range("aug_affine", self.aug_affine, 0.0, 30.0)
+        _check_int("pool", self.pool, 1, 8)
+        _check_choice("kernel", self.kernel, KERNELS)
+        _check_int("kernel_length", self.kernel_length, 1, 15)
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+
+
+def _check_range(name, value, lo, hi, low_open=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (lo < value if low_open else lo <= value) and value <= hi
+    if not ok:
+        raise ValueError(f"{name} must be in {'(' if low_open else '['}{lo}, {hi}], got {value!r}")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+class PMTStep(nn.Module):
+    """One PMT iteration as a pure function — what the on-device step program exports.
+
+    ``forward(x_t, x, noise, theta) -> x_t_next``: ``noise [N,3,H,W]`` (already scaled, in
+    [0,1] units) and ``theta [N,2,3]`` (affine matrices) are the augmentation's random
+    draws, passed in so the step is deterministic. Which of them is used is fixed at
+    construction (``use_noise``, ``use_affine``).
+    """
+
+    def __init__(self, models: Sequence[ShallowModel], step_size: float, pool: int,
+                 kernel: torch.Tensor | None, use_noise: bool, use_affine: bool):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.alpha = step_size
+        self.pool = pool
+        self.use_noise, self.use_affine = use_noise, use_affine
+        self.register_buffer("kernel", kernel if kernel is not None else torch.empty(0), persistent=False)
+
+    def augment(self, v: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        if self.use_noise:
+            v = v + noise
+        if self.use_affine:
+            v = ops.affine_warp(v, theta)
+        return v
+
+    def embed(self, model: ShallowModel, v: torch.Tensor) -> torch.Tensor:
+        feats = model(v)  # several taps: multi-layer aggregation; one: plain features
+        return ops.pooled_concat(feats, self.pool) if len(feats) > 1 else feats[0].flatten(1)
+
+    def loss(self, x_t: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """J summed over models (per-image losses summed over the batch)."""
+        xa, xta = self.augment(x, noise, theta), self.augment(x_t, noise, theta)
+        total = x_t.new_zeros(())
+        for m in self.models:
+            with torch.no_grad():
+                z = self.embed(m, xa)
+            zt = self.embed(m, xta)
+            energy = z.pow(2).mean(1).clamp_min(1e-8)
+            total = total + ((zt - z).pow(2).mean(1) / energy).sum()
+        return total
+
+    def forward(self, x_t: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            x_t = x_t.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.loss(x_t, x, noise, theta), x_t)
+        grad = ops.smooth(grad, self.kernel if self.kernel.numel() else None)
+        return (x_t.detach() - self.alpha * grad.sign()).clamp(0.0, 1.0)
+
+
+@register_protector
+class PMTProtector(Protector):
+    """PMT (one authorized model) / MR-PMT (several).
+
+    Args:
+        models: the authorized model(s): registry names (``"faceapi-resnet34"``), loaded
+            ``FaceNet`` modules, or ready :class:`ShallowModel` taps. Names and FaceNets
+            are cut at ``config.split`` (+ ``config.layers``).
+        config: :class:`PMTConfig`.
+        cache_dir: face-model cache (for names).
+    """
+
+    method = "pmt"
+    Config = PMTConfig
+    # low/mid/high privacy: a larger init noise and fewer steps keep the image further
+    # from the face; more steps match the authorized features more closely.
+    PRESETS = {
+        "low": {"init_sigma": 40.0, "steps": 150, "step_size": 0.75},
+        "mid": {"init_sigma": 60.0, "steps": 100, "step_size": 0.5},
+        "high": {"init_sigma": 80.0, "steps": 80, "step_size": 0.5},
+    }
+
+    def __init__(self, models, config: PMTConfig | None = None, cache_dir=None):
+        super().__init__(config)
+        cfg = self.config
+        if isinstance(models, (str, nn.Module)):
+            models = [models]
+        if not models:
+            raise ValueError("PMT needs at least one authorized model")
+        self.models = [self._shallow(m, cache_dir) for m in models]
+        kernel = None if cfg.kernel == "none" else ops.ti_kernel(cfg.kernel, cfg.kernel_length, 3)
+        self.step = PMTStep(
+            self.models, cfg.step_size / 255.0, cfg.pool, kernel=kernel, use_noise=cfg.augment in ("noise", "mix"), use_affine=cfg.augment in ("affine", "mix"),
+        ).to(cfg.device)
+
+    def _shallow(self, m, cache_dir) -> ShallowModel:
+        if isinstance(m, ShallowModel):
+            return m
+        if isinstance(m, str):
+            from photoveil.facemodels import registry
+
+            m = registry.load(m, cache_dir=cache_dir)
+        spec = getattr(m, "spec", None)
+        if spec is None:
+            raise InvalidInput(f"authorized model must be a registry name, a FaceNet or a ShallowModel; got {type(m).__name__}")
+        split = self.config.split or getattr(spec, "default_split", None)
+        if split is None:
+            raise InvalidInput(f"{spec.name} has no default PMT split; pass split= one of {', '.join(spec.split_points)}")
+        return from_facenet(m, [*self.config.layers, split])
+
+    # -- the method --------------------------------------------------------------------
+    def initial(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        """``x~_0``: an image with none of the face's appearance (Alg. 1 line 1)."""
+        cfg = self.config
+        if cfg.init == "gaussian":
+            noise = torch.randn(x.shape, generator=rng, device=x.device)
+            return (0.5 + noise * cfg.init_sigma / 255.0).clamp(0.0, 1.0)
+        if cfg.init == "sort":
+            n, c, h, w = x.shape
+            perm = torch.stack([torch.randperm(h * w, generator=rng, device=x.device) for _ in range(n)])
+            flat = x.flatten(2)
+            return torch.gather(flat, 2, perm[:, None, :].expand(n, c, h * w)).view_as(x)
+        # blur: the original, heavily smoothed
+        from torchvision.transforms.functional import gaussian_blur
+
+        sigma = max(cfg.init_sigma / 4.0, 0.5)
+        k = min(int(2 * round(3 * sigma) + 1), 2 * (min(x.shape[-2:]) // 2) - 1)  # reflect pad < size
+        return gaussian_blur(x, [k, k], [sigma, sigma])
+
+    def draws(self, x: torch.Tensor, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step's augmentation draws: ``noise`` (scaled) and affine ``theta``."""
+        cfg = self.config
+        n = x.shape[0]
+        noise = torch.randn(x.shape, generator=rng, device=x.device) * (cfg.aug_sigma / 255.0)
+        theta = ops.random_affine_theta(n, cfg.aug_affine, cfg.aug_affine / 150.0, cfg.aug_affine / 150.0,
+                                        generator=rng, device=x.device)
+        if cfg.augment == "mix":  # each step either noise or affine, by coin flip
+            coin = torch.rand((), generator=rng, device=x.device) < 0.5
+            noise = noise * coin
+            theta = torch.where(coin, ops.identity_theta(n, x.device), theta)
+        return noise, theta
+
+    def _protect(self, images: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
+        x = images.to(self.config.device)
+        x_t = self.initial(x, rng)
+        for _ in range(self.config.steps):
+            noise, theta = self.draws(x, rng)
+            x_t = self.step(x_t, x, noise, theta)
+        return x_t.to(images.device)
+
+    def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
+        """Shallow features ``E_c(x~)`` of the obfuscated images at the split point of
+        authorized model ``model`` — the upload-features case."""
+        return self.features_of(self.protect(images), model)
+
+    def features_of(self, protected: torch.Tensor, model: int = 0) -> torch.Tensor:
+        """Split-point features of already protected images."""
+        with torch.no_grad():
+            return self.models[model].upload_features(protected.to(self.config.device))

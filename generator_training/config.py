@@ -1,0 +1,100 @@
+"""Configuration of one generator training run (saved inside every checkpoint).
+
+Defaults are the paper's (Ye et al., MMSys'22, Sec. 4.1.3) unless a comment says why not.
+``GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg``; unknown keys are rejected so a
+checkpoint from a different version fails loudly instead of silently dropping settings.
+
+Example::
+
+    >>> cfg = GeneratorTrainConfig(target="resnet18", aux="vgg13_bn", width=0.25, epochs=2)
+    >>> GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = ("classification", "face")
+SSIM_MODES = ("abs", "signed")
+
+
+@dataclass
+class GeneratorTrainConfig:
+    # --- what is trained against ---
+    task: str = "classification"  # "classification": CE terms; "face": embedding identity terms
+    dataset: str = "fashion-mnist"  # classification dataset name, or "lfw" for faces
+    target: str = "resnet18"  # authorized model (zoo arch or face-model name); kept accurate
+    aux: str | None = None  # auxiliary model mimicking the adversary; None = no-aux baseline
+    critic_width: float | None = None  # zoo width of target/aux when built untrained (tests only)
+
+    # --- generator (U-Net) ---
+    width: float = 1.0  # 1.0 = paper's 7.766 M-parameter U-Net; 0.25 = 0.49 M (CPU runs)
+    depth: int = 4  # down-samplings; paper: 4
+    in_channels: int = 1  # 1 for Fashion-MNIST, 3 for CIFAR-10 / faces
+    image_size: int = 32  # training crop size (faces: the target recognizer's input size)
+
+    # --- loss: w_target * L_target - w_aux * L_aux + w_ssim * SSIM(x, x') ---
+    w_target: float = 1.0  # paper: 1.0
+    w_aux: float = 1.0  # paper: 1.0
+    w_ssim: float = 0.5  # paper: 0.5
+    ssim_mode: str = "abs"  # "abs": minimise |SSIM| (the paper *reports* |SSIM|; a negative
+    #                         SSIM is an inverted, still recognisable image); "signed": paper's loss
+    aux_ce_cap: float | None = 5.0  # per-image cap on the aux CE before negation, so -CE cannot
+    #                                 run to -inf and swamp the other terms; None = paper (unbounded)
+    face_aux_margin: float = 0.0  # face task: aux cosine(x, x') is pushed down to this value only
+
+    # --- optimisation (paper: AdamW lr 5e-3, wd 5e-4, batch 256, 100 epochs, 16-bit) ---
+    lr: float = 5e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 256
+    epochs: int = 100
+    precision: str = "auto"  # "auto": bf16-mixed / 16-mixed on GPU, 32 on CPU
+    augment: bool = True  # random crop (pad 4) + horizontal flip, as in the paper's preprocessing
+
+    # --- data ---
+    subset: int | None = None  # train on a seeded random subset of N training images
+    val_size: int = 5000  # paper: first half of the test split validates, second half tests
+    num_workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        check(self.ssim_mode in SSIM_MODES, f"ssim_mode must be one of {SSIM_MODES}, got {self.ssim_mode!r}")
+        check(0 < self.width <= 8, f"width must be in (0, 8], got {self.width}")
+        check(1 <= self.depth <= 6, f"depth must be in [1, 6], got {self.depth}")
+        check(self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}")
+        check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
+        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin"):
+            check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        check(self.face_aux_margin < 1, f"face_aux_margin must be in [0, 1), got {self.face_aux_margin}")
+        check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
+        check(0 < self.lr <= 1, f"lr must be in (0, 1], got {self.lr}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.subset is None or self.subset >= 1, f"subset must be >= 1 or None, got {self.subset}")
+        check(self.val_size >= 1, f"val_size must be >= 1, got {self.val_size}")
+        check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        check(self.precision in ("auto", "32", "32-true", "16-mixed", "bf16-mixed"),
+              f"precision must be auto, 32, 16-mixed or bf16-mixed, got {self.precision!r}")
+        check(self.aux != self.target, f"aux must differ from target ({self.target!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GeneratorTrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown generator config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.target}__{self.aux or 'noaux'}"

@@ -1,0 +1,99 @@
+"""Training losses of the protective perturbation generator (Ye et al., MMSys'22, Eq. 4).
+
+Classification (Algorithm 1)::
+
+    L = w_t * CE(target(x'), y) - w_aux * min(CE(aux(x'), y), cap) + w_ssim * S(x, x')
+
+``S`` is ``|SSIM|`` per image (``ssim_mode="abs"``, default) or the paper's signed SSIM.
+Minimising signed SSIM drives it towards -1, an *inverted* image that a person still
+reads; the paper therefore reports |SSIM|, and optimising the reported quantity drives
+the structure towards 0 instead. The per-image ``cap`` on the auxiliary CE (default 5,
+i.e. p(y) < 0.7 %) bounds the only term that is unbounded below: without it the generator
+can keep lowering the loss by making aux ever more confidently wrong, at the expense of
+target accuracy; past the cap an image contributes no aux gradient. ``cap=None`` is the
+paper's unbounded loss.
+
+Face variant (no identity labels needed, so the generator never has to know who is in
+the picture)::
+
+    L = w_t * (1 - cos(T(x'), T(x))) + w_aux * relu(cos(A(x'), A(x)) - margin) + w_ssim * S(x, x')
+
+The target's embedding of the protected face stays where the clean face's embedding is
+(so the provider's gallery still matches), the auxiliary recognizer's embedding is pushed
+until orthogonal to the clean one (cosine is bounded, so no cap is needed).
+
+Shapes: images ``[N, C, H, W]`` in [0, 1] with H, W >= 11; logits ``[N, K]``; labels ``[N]``;
+embeddings ``[N, D]``. Every function returns a dict of scalar tensors with ``loss`` and
+its parts (for logging).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim
+
+
+def ssim_per_image(x: torch.Tensor, x_prot: torch.Tensor) -> torch.Tensor:
+    """SSIM of each pair ``[N]`` (pytorch-msssim, 11x11 Gaussian window, data range 1), in fp32."""
+    return ssim(x.float(), x_prot.float(), data_range=1.0, size_average=False)
+
+
+def similarity_term(x: torch.Tensor, x_prot: torch.Tensor, mode: str = "abs") -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss term, mean |SSIM|) for ``mode`` "abs" (mean |SSIM|) or "signed" (mean SSIM)."""
+    s = ssim_per_image(x, x_prot)
+    term = s.abs().mean() if mode == "abs" else s.mean()
+    return term, s.abs().mean().detach()
+
+
+def classification_loss(
+    x: torch.Tensor,
+    x_prot: torch.Tensor,
+    y: torch.Tensor,
+    target_logits: torch.Tensor,
+    aux_logits: torch.Tensor | None,
+    *,
+    w_target: float = 1.0,
+    w_aux: float = 1.0,
+    w_ssim: float = 0.5,
+    aux_ce_cap: float | None = 5.0,
+    ssim_mode: str = "abs",
+) -> dict[str, torch.Tensor]:
+    """Eq. 4 of the paper (see module doc); ``aux_logits=None`` is the no-aux baseline."""
+    target_ce = F.cross_entropy(target_logits.float(), y)
+    sim, abs_ssim = similarity_term(x, x_prot, ssim_mode)
+    loss = w_target * target_ce + w_ssim * sim
+    out = {"target_ce": target_ce.detach(), "ssim": abs_ssim}
+    if aux_logits is not None:
+        aux_ce = F.cross_entropy(aux_logits.float(), y, reduction="none")
+        capped = aux_ce.clamp(max=aux_ce_cap) if aux_ce_cap is not None else aux_ce
+        loss = loss - w_aux * capped.mean()
+        out["aux_ce"] = aux_ce.mean().detach()
+    out["loss"] = loss
+    return out
+
+
+def face_loss(
+    x: torch.Tensor,
+    x_prot: torch.Tensor,
+    target_clean: torch.Tensor,
+    target_prot: torch.Tensor,
+    aux_clean: torch.Tensor | None,
+    aux_prot: torch.Tensor | None,
+    *,
+    w_target: float = 1.0,
+    w_aux: float = 1.0,
+    w_ssim: float = 0.5,
+    aux_margin: float = 0.0,
+    ssim_mode: str = "abs",
+) -> dict[str, torch.Tensor]:
+    """Identity-preserving (target) / identity-removing (aux) loss on embeddings [N, D]."""
+    t_cos = F.cosine_similarity(target_prot.float(), target_clean.float().detach(), dim=1).mean()
+    sim, abs_ssim = similarity_term(x, x_prot, ssim_mode)
+    loss = w_target * (1.0 - t_cos) + w_ssim * sim
+    out = {"target_cos": t_cos.detach(), "ssim": abs_ssim}
+    if aux_prot is not None:
+        a_cos = F.cosine_similarity(aux_prot.float(), aux_clean.float().detach(), dim=1)
+        loss = loss + w_aux * F.relu(a_cos - aux_margin).mean()
+        out["aux_cos"] = a_cos.mean().detach()
+    out["loss"] = loss
+    return out

@@ -1,0 +1,192 @@
+"""LightningModule training the U-Net perturbation generator against a frozen target and aux.
+
+Algorithm 1 of Ye et al. (MMSys'22): ``x' = clamp(x + U(x))``, the target model must still
+classify ``x'`` correctly, the auxiliary model (the adversary's stand-in) must not, and
+``x'`` must look unlike ``x`` (low |SSIM|); see :mod:`.losses`.
+
+Only the generator is a registered sub-module: the target and aux critics are frozen,
+kept out of ``state_dict`` (checkpoints stay generator-sized, DDP wraps only trainable
+weights) and out of ``.train()`` (their BatchNorm statistics stay fixed). They are moved to
+the module's device on first use.
+
+Example::
+
+    >>> cfg = GeneratorTrainConfig(target="resnet18", aux="vgg13_bn", width=0.25)
+    >>> module = GeneratorModule(cfg, target=my_target, aux=my_aux)   # or loaded from the zoo
+    >>> L.Trainer(max_epochs=1).fit(module, GeneratorDataModule(cfg))
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from photoveil.generator_training.config import GeneratorTrainConfig
+from photoveil.generator_training.losses import classification_loss, face_loss
+from photoveil.nets.unet import UNetGenerator
+
+CROP_PAD = 4  # random-crop padding of the CIFAR-style preprocessing the paper follows
+
+
+def load_critic(config: GeneratorTrainConfig, name: str) -> nn.Module:
+    """A frozen target/aux model by name: a trained zoo classifier (or an untrained one of
+    ``critic_width`` when set, for tests), or a face recognizer for ``task="face"``."""
+    if config.task == "face":
+        from photoveil.facemodels.registry import load
+
+        return load(name)
+    if config.critic_width is not None:
+        from photoveil.zoo.registry import create
+
+        return create(name, num_classes=10, in_channels=config.in_channels, width=config.critic_width)
+    from photoveil.zoo.checkpoints import load_trained
+
+    return load_trained(name, dataset=config.dataset)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def random_crop_flip(x: torch.Tensor, pad: int = CROP_PAD, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-image random crop (zero padding ``pad``) and horizontal flip of a batch [N, C, H, W]."""
+    n, c, h, w = x.shape
+    dev = x.device
+    padded = F.pad(x, (pad, pad, pad, pad))
+    i = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(dev)
+    j = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(dev)
+    rows = (i + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (j + torch.arange(w, device=dev))[:, None, None, :]
+    out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)[:, None, None, None]
+    return torch.where(flip, out.flip(3), out)
+
+
+class GeneratorModule(L.LightningModule):
+    """Trains ``self.generator`` (a ``UNetGenerator``); target/aux are frozen critics.
+
+    Args:
+        config: the run's ``GeneratorTrainConfig`` (or its dict, as stored in checkpoints).
+        target, aux: critic models; loaded by name from ``config`` when not given
+            (``aux`` only if ``config.aux`` is set).
+    """
+
+    def __init__(self, config: GeneratorTrainConfig | dict, target: nn.Module | None = None,
+                 aux: nn.Module | None = None) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = GeneratorTrainConfig.from_dict(config)
+        self.config = config
+        self.save_hyperparameters({"config": config.to_dict()})
+        self.generator = UNetGenerator(in_channels=config.in_channels, width=config.width, depth=config.depth)
+        target = target if target is not None else load_critic(config, config.target)
+        if aux is None and config.aux is not None:
+            aux = load_critic(config, config.aux)
+        # A plain dict, not nn.ModuleDict: keeps the critics out of state_dict/.train()/DDP.
+        self._critics = {"target": freeze(target), "aux": freeze(aux) if aux is not None else None}
+
+    def critic(self, role: str) -> nn.Module | None:
+        model = self._critics[role]
+        if model is not None and next(iter(model.parameters()), torch.empty(0)).device != self.device:
+            model.to(self.device)
+        return model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x)
+
+    # -- loss --------------------------------------------------------------------------------
+    def _critic_input(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        size = getattr(getattr(model, "spec", None), "input_size", None)  # face nets: FaceNet.spec
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        return x
+
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(loss parts, protected images) for a batch; see :mod:`.losses` for the terms."""
+        cfg = self.config
+        x_prot = self.generator(x)
+        target, aux = self.critic("target"), self.critic("aux")
+        weights = dict(w_target=cfg.w_target, w_aux=cfg.w_aux, w_ssim=cfg.w_ssim, ssim_mode=cfg.ssim_mode)
+        if cfg.task == "face":
+            with torch.no_grad():
+                t_clean = target(self._critic_input(target, x))
+                a_clean = aux(self._critic_input(aux, x)) if aux is not None else None
+            t_prot = target(self._critic_input(target, x_prot))
+            a_prot = aux(self._critic_input(aux, x_prot)) if aux is not None else None
+            parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin, **weights)
+        else:
+            t_logits = target(x_prot)
+            a_logits = aux(x_prot) if aux is not None else None
+            parts = classification_loss(x, x_prot, y, t_logits, a_logits, aux_ce_cap=cfg.aux_ce_cap, **weights)
+            parts["target_acc"] = (t_logits.argmax(1) == y).float().mean()
+            if a_logits is not None:
+                parts["aux_acc"] = (a_logits.argmax(1) == y).float().mean()
+        return parts, x_prot
+
+    # -- Lightning hooks ---------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.config.augment:
+            x = random_crop_flip(x)
+        parts, _ = self.compute_loss(x, y)
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False, on_step=True, on_epoch=True)
+        self.log("loss", parts["loss"].detach(), prog_bar=True, logger=False)
+        return parts["loss"]
+
+    def _eval_step(self, batch, stage: str):
+        x, y = batch
+        parts, _ = self.compute_loss(x, y)
+        self.log_dict({f"{stage}/{k}": v for k, v in parts.items()}, on_epoch=True, sync_dist=True,
+                      batch_size=len(x))
+        return parts["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.generator.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain dict next to the weights (also in hyper_parameters): readable with weights_only.
+        checkpoint["generator_config"] = self.config.to_dict()
+        checkpoint["unet_config"] = self.generator.config()
+
+
+@torch.no_grad()
+def evaluate_classification(generator: nn.Module, target: nn.Module, aux: nn.Module | None, loader,
+                            device: str | torch.device = "cpu", progress: bool = False) -> dict[str, float]:
+    """Paper's test figures on ``loader``: protected/clean target accuracy, protected/clean aux
+    accuracy (when ``aux``) and mean |SSIM(x, x')| (fractions in [0, 1])."""
+    from tqdm.auto import tqdm
+
+    from photoveil.generator_training.losses import ssim_per_image
+
+    generator, target = generator.eval().to(device), target.eval().to(device)
+    aux = aux.eval().to(device) if aux is not None else None
+    sums = {"target_accuracy": 0.0, "clean_target_accuracy": 0.0, "ssim": 0.0, "aux_accuracy": 0.0,
+            "clean_aux_accuracy": 0.0}
+    n = 0
+    for x, y in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
+        x, y = x.to(device), y.to(device)
+        xp = generator(x)
+        sums["target_accuracy"] += (target(xp).argmax(1) == y).sum().item()
+        sums["clean_target_accuracy"] += (target(x).argmax(1) == y).sum().item()
+        sums["ssim"] += ssim_per_image(x, xp).abs().sum().item()
+        if aux is not None:
+            sums["aux_accuracy"] += (aux(xp).argmax(1) == y).sum().item()
+            sums["clean_aux_accuracy"] += (aux(x).argmax(1) == y).sum().item()
+        n += len(x)
+    if n == 0:
+        raise ValueError("evaluation loader is empty")
+    out = {k: v / n for k, v in sums.items()}
+    if aux is None:
+        out["aux_accuracy"] = out["clean_aux_accuracy"] = None
+    out["n_images"] = n
+    return out

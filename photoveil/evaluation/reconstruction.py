@@ -1,0 +1,267 @@
+"""Reconstruction attacks on uploaded shallow features (Pu et al., Sec. 3 "Level 1 / Level 2",
+Eq. 1-4, Table 6).
+
+* **Level 1** (black box, the attacker owns image/feature pairs): a small U-Net decoder
+  ``R`` is trained under Lightning on ``(x, E_c(x))`` pairs of *training* identities to
+  minimise ``||x - R(E_c(x))||^2`` (Eq. 1) and is then applied to the features of *test*
+  identities (:class:`FeatureDecoder`, :func:`train_decoder`).
+* **Level 2** (white box, the attacker owns ``E_c``): optimisation inversion
+  ``x^_{i+1} = clip_[0,1](x^_i - alpha_i sign(grad J))`` with
+  ``J = ||E_c(x^) - z||_2 / ||z||_2 + lambda_tv TV_beta(x^)`` (Eq. 2-4; the feature term is
+  divided by ``||z||`` and TV is averaged over pixels so one ``lambda_tv`` fits every model;
+  ``alpha_i`` decays linearly from ``alpha`` to ``alpha / 10``) (:func:`invert`).
+
+Reconstructions are scored against the *original* image (:func:`score`): SSIM, PSNR (lower =
+better privacy) and, with the authorized recognizer ``f``, COS = ``cos(f(x^), f(x))`` and
+SRRA = the fraction with COS > kappa (higher = the reconstruction is still recognised).
+
+Features compared (Table 6): unprotected ``E_c(x)``; random noise ``E_c(x) + shuffle(d)``
+where ``d = E_c(x~) - E_c(x)`` is the protector's feature change with its elements randomly
+permuted per image (same amplitude, no structure, as the paper describes); protected
+``E_c(x~)``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from photoveil.errors import InvalidInput
+
+DECODER_FORMAT = "photoveil-recon-decoder/1"
+
+
+# ------------------------------------------------------------------------------ Level 1
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+@dataclass
+class DecoderConfig:
+    """Architecture of :class:`FeatureDecoder` (stored in its checkpoint).
+
+    Attributes:
+        in_channels, feature_size: shape ``[C, h, w]`` of the shallow features.
+        image_size: ``(H, W)`` of the reconstructed image.
+        width: channels at the feature resolution (halved per 2x up-sampling, >= 8).
+    """
+
+    in_channels: int
+    feature_size: tuple[int, int]
+    image_size: tuple[int, int]
+    width: int = 48
+
+    def __post_init__(self) -> None:
+        self.feature_size, self.image_size = tuple(self.feature_size), tuple(self.image_size)
+        if self.in_channels < 1 or min(self.feature_size) < 1 or min(self.image_size) < 4:
+            raise InvalidInput(f"bad decoder shapes: features {self.in_channels}x{self.feature_size}, "
+                               f"image {self.image_size}")
+        if not 8 <= self.width <= 512:
+            raise InvalidInput(f"decoder width must be in [8, 512], got {self.width}")
+
+
+class FeatureDecoder(nn.Module):
+    """Shallow features ``[N, C, h, w]`` -> image ``[N, 3, H, W]`` in [0, 1].
+
+    A two-level U-Net at the feature resolution (input BatchNorm, so raw feature scales do
+    not matter) followed by ``ceil(log2(H / h))`` bilinear 2x up-sampling stages with
+    halving widths and a final resize to exactly ``(H, W)``.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        c, w = config.in_channels, config.width
+        self.norm = nn.BatchNorm2d(c)
+        self.inc = nn.Sequential(_conv_bn(c, w), _conv_bn(w, w))
+        self.down = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w))
+        self.upc = nn.Sequential(_conv_bn(3 * w, w), _conv_bn(w, w))
+        ratio = max(config.image_size[0] / config.feature_size[0], config.image_size[1] / config.feature_size[1])
+        n_up = max(0, math.ceil(math.log2(ratio) - 1e-6)) if ratio > 1 else 0
+        stages, ch = [], w
+        for _ in range(n_up):
+            nxt = max(8, ch // 2)
+            stages.append(_conv_bn(ch, nxt))
+            ch = nxt
+        self.ups = nn.ModuleList(stages)
+        self.out = nn.Conv2d(ch, 3, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        e1 = self.inc(self.norm(z))
+        e2 = self.down(e1)
+        y = self.upc(torch.cat([e1, F.interpolate(e2, size=e1.shape[-2:], mode="bilinear", align_corners=False)], 1))
+        for stage in self.ups:
+            y = stage(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
+        y = F.interpolate(y, size=self.config.image_size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(self.out(y))
+
+
+def _lightning_module(decoder: FeatureDecoder, lr: float, epochs: int):
+    import lightning as L
+
+    class DecoderModule(L.LightningModule):
+        """Eq. 1 training of the reconstruction model: MSE between x and R(z)."""
+
+        def __init__(self):
+            super().__init__()
+            self.decoder = decoder
+
+        def training_step(self, batch, _):
+            x, z = batch
+            loss = F.mse_loss(self.decoder(z), x)
+            self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+            return loss
+
+        def configure_optimizers(self):
+            opt = torch.optim.Adam(self.decoder.parameters(), lr=lr)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+            return [opt], [sched]
+
+    return DecoderModule()
+
+
+def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 20, batch_size: int = 32,
+                  lr: float = 2e-3, width: int = 48, seed: int = 0, progress: bool = True) -> FeatureDecoder:
+    """Train a Level-1 reconstruction decoder on ``(images [N,3,H,W], features [N,C,h,w])``.
+
+    Runs a Lightning ``Trainer`` on the CPU (no logger, no checkpoints); returns the decoder
+    in eval mode.
+    """
+    import lightning as L
+
+    if len(images) != len(features) or len(images) < 2:
+        raise InvalidInput(f"decoder training needs >= 2 matching image/feature pairs, got "
+                           f"{len(images)} images and {len(features)} features")
+    if not 1 <= epochs <= 10000:
+        raise InvalidInput(f"decoder epochs must be in [1, 10000], got {epochs}")
+    cfg = DecoderConfig(features.shape[1], tuple(features.shape[-2:]), tuple(images.shape[-2:]), width)
+    torch.manual_seed(seed)
+    decoder = FeatureDecoder(cfg)
+    data = torch.utils.data.TensorDataset(images.float(), features.float())
+    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
+                                         drop_last=len(data) > batch_size,
+                                         generator=torch.Generator().manual_seed(seed))
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=progress,
+                        enable_model_summary=False, deterministic=False)
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    trainer.fit(_lightning_module(decoder, lr, epochs), loader)
+    return decoder.eval()
+
+
+def reconstruct(decoder: FeatureDecoder, features: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """``R(z)`` for a batch of features (no grad, eval mode)."""
+    decoder.eval()
+    with torch.no_grad():
+        return torch.cat([decoder(z.float()) for z in features.split(batch_size)])
+
+
+def save_decoder(path, decoder: FeatureDecoder, **meta) -> None:
+    """Checkpoint with the architecture config next to the weights (``weights_only``-loadable)."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cfg = asdict(decoder.config)
+    cfg["feature_size"], cfg["image_size"] = list(cfg["feature_size"]), list(cfg["image_size"])
+    torch.save({"format": DECODER_FORMAT, "config": cfg, "meta": meta,
+                "state_dict": {k: v.detach().cpu() for k, v in decoder.state_dict().items()}}, path)
+
+
+def load_decoder(path) -> tuple[FeatureDecoder, dict]:
+    """Load a :func:`save_decoder` checkpoint with ``weights_only=True``."""
+    from pathlib import Path
+
+    from photoveil.errors import NotFound
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"decoder checkpoint {str(path)!r} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != DECODER_FORMAT:
+        raise InvalidInput(f"{str(path)!r} is not a photoveil reconstruction decoder ({DECODER_FORMAT})")
+    decoder = FeatureDecoder(DecoderConfig(**ckpt["config"]))
+    decoder.load_state_dict(ckpt["state_dict"])
+    return decoder.eval(), dict(ckpt.get("meta") or {})
+
+
+# ------------------------------------------------------------------------------ Level 2
+def total_variation(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    """Eq. 3 per image, averaged over pixels: ``mean((dx^2 + dy^2)^(beta/2))`` -> ``[N]``."""
+    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
+    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
+    return (dx.pow(2) + dy.pow(2) + 1e-8).pow(beta / 2.0).flatten(1).mean(1)
+
+
+def invert(shallow: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor, image_shape,
+           steps: int = 200, alpha: float = 4.0 / 255.0, tv_weight: float = 0.05, beta: float = 2.0,
+           batch_size: int = 16, progress: bool = True, desc: str = "invert") -> torch.Tensor:
+    """Level-2 white-box inversion (Eq. 2-4) of ``features`` through ``shallow``.
+
+    Args:
+        shallow: ``E_c``: images ``[N,3,H,W]`` -> split-point features.
+        features: target features ``z``.
+        image_shape: ``(3, H, W)`` of the images to reconstruct.
+        steps, alpha: signed-gradient iterations and the initial step (pixel units in [0, 1]).
+        tv_weight, beta: the TV prior's weight and exponent.
+
+    Starts from mid-grey; returns reconstructions ``[N,3,H,W]`` in [0, 1].
+    """
+    from tqdm.auto import tqdm
+
+    if steps < 1 or alpha <= 0 or tv_weight < 0:
+        raise InvalidInput(f"inversion needs steps >= 1, alpha > 0, tv_weight >= 0; got {steps}, {alpha}, {tv_weight}")
+    outs = []
+    chunks = list(features.split(batch_size))
+    bar = tqdm(total=steps * len(chunks), desc=desc, unit="step", disable=not progress or None, leave=False)
+    for z in chunks:
+        z = z.float()
+        znorm = z.flatten(1).norm(dim=1).clamp_min(1e-8)
+        x = torch.full((len(z), *image_shape), 0.5)
+        for i in range(steps):
+            a = alpha * (1.0 - 0.9 * i / max(1, steps - 1))
+            x.requires_grad_(True)
+            dist = (shallow(x) - z).flatten(1).norm(dim=1) / znorm
+            j = (dist + tv_weight * total_variation(x, beta)).sum()
+            (grad,) = torch.autograd.grad(j, x)
+            x = (x.detach() - a * grad.sign()).clamp(0.0, 1.0)
+            bar.update(1)
+        outs.append(x.detach())
+    bar.close()
+    return torch.cat(outs)
+
+
+# ------------------------------------------------------------------------------ features + scores
+def noise_features(clean: torch.Tensor, protected: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``clean + shuffle(protected - clean)``: random noise with exactly the amplitude
+    distribution of the protector's feature change, its order disrupted per image."""
+    if clean.shape != protected.shape:
+        raise InvalidInput(f"feature shapes differ: {tuple(clean.shape)} vs {tuple(protected.shape)}")
+    gen = torch.Generator().manual_seed(seed)
+    delta = (protected - clean).flatten(1)
+    perm = torch.stack([torch.randperm(delta.shape[1], generator=gen) for _ in range(len(delta))])
+    return clean + torch.gather(delta, 1, perm).view_as(clean)
+
+
+def score(recon: torch.Tensor, original: torch.Tensor, embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          kappa: float = 0.2) -> dict[str, float]:
+    """Table 6 figures of reconstructions vs originals: ``ssim``, ``psnr`` and, with the
+    authorized recognizer ``embed``, ``cos`` and ``srra`` (fraction with cos > kappa)."""
+    from photoveil.evaluation.metrics import cosine, psnr, ssim
+
+    out = {"ssim": ssim(recon, original).mean().item(),
+           "psnr": psnr(recon, original).clamp(max=100.0).mean().item()}
+    if embed is not None:
+        with torch.no_grad():
+            cos = cosine(embed(recon), embed(original))
+        out["cos"] = cos.mean().item()
+        out["srra"] = (cos > kappa).float().mean().item()
+    return out

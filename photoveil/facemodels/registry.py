@@ -1,0 +1,226 @@
+"""Registry of the published face networks photoveil uses, and their loader.
+
+Every model is described by a :class:`FaceModelSpec` and loaded by :func:`load` as a
+:class:`~photoveil.facemodels.facenet.FaceNet` that takes ``[N,3,H,W]`` RGB in ``[0,1]`` at
+``spec.input_size`` (the wrapper applies the network's own normalisation).
+
+Outputs:
+
+* recognizers -> embedding ``[N, D]`` (not L2-normalised; compare with cosine similarity).
+* ``gear`` -> ``{"age": [N,7], "gender": [N,2], "race": [N,5]}`` softmax probabilities,
+  label order in ``spec.labels``.
+* ``emotion`` -> ``{"emotion": [N,7]}`` softmax probabilities (``spec.labels``).
+* ``blazeface`` -> ``{"scores": [N,896] logits, "regressors": [N,896,16]}``, see
+  :func:`blazeface_anchors` for the decoding.
+* ``facemesh`` -> ``{"mesh": [N,468,3], "face_prob": [N,1]}``.
+
+The networks come from two MIT-licensed npm packages (see ``packages.py``) that
+``photoveil models pull`` downloads into ``<cache>/models``; the graph files are imported
+at load time (a few hundred ms), so the cache holds the publisher's files byte for byte.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from photoveil.errors import ModelsMissing, NotFound
+from photoveil.facemodels.packages import FACE_API, HUMAN_MODELS
+from photoveil.paths import ASSETS
+
+ROLES = ("recognizer", "attribute", "detector", "landmarks")
+LFW_ACCURACY_FILE = ASSETS / "lfw_accuracy.json"
+
+
+@dataclass(frozen=True)
+class FaceModelSpec:
+    """What a network is, where it comes from and how to feed it.
+
+    ``input_size`` is (H, W); ``input_range`` is what the *network itself* expects (the
+    FaceNet wrapper maps ``[0,1]`` RGB to it, as described by ``normalisation``).
+    ``split_points`` maps names to layer indices of ``FaceNet.split``.
+    """
+
+    name: str
+    role: str
+    package: str                 # npm "name@version"
+    files: tuple[str, ...]       # paths inside the package (model.json/manifest first)
+    input_size: tuple[int, int]
+    channel_order: str           # order of the network's input channels
+    input_range: str
+    normalisation: str
+    output: str
+    output_size: int | dict[str, int]
+    split_points: dict[str, int] = field(default_factory=dict)
+    licence: str = "MIT"
+    architecture: str = ""
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["files"] = list(self.files)
+        d["labels"] = {k: list(v) for k, v in self.labels.items()}
+        return d
+
+
+def _hm(name: str) -> tuple[str, ...]:
+    return (f"models/{name}.json", f"models/{name}.bin")
+
+
+_SPECS = (
+    FaceModelSpec(
+        name="faceapi-resnet34", role="recognizer", package=FACE_API.spec,
+        files=("model/face_recognition_model-weights_manifest.json", "model/face_recognition_model.bin"),
+        input_size=(150, 150), channel_order="RGB", input_range="0..255",
+        normalisation="(255x - [122.782, 117.001, 104.298]) / 255, folded into the stem conv",
+        output="128-d face descriptor", output_size=128,
+        split_points={"stem": 1, "pool": 2, "block1": 3, "block2": 4, "block3": 5, "down64": 6, "block64_3": 9},
+        architecture="ResNet-34 (dlib face recognition model v1, face-api port), 29 conv layers",
+        notes="uint8-quantised weights. Split 'block3' = first conv + max-pool + 3 residual blocks."),
+    FaceModelSpec(
+        name="faceres", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("faceres"),
+        input_size=(224, 224), channel_order="RGB", input_range="0..255", normalisation="x * 255",
+        output="1024-d descriptor (global_pooling/Mean; the age/gender heads are dropped)", output_size=1024,
+        split_points={"stem": 3, "block1": 9, "block2": 15, "block3": 21, "block5": 33, "block11": 69},
+        architecture="MobileNet-v1 (HSE FaceRes), float16 weights"),
+    FaceModelSpec(
+        name="mobileface", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("mobileface"),
+        input_size=(112, 112), channel_order="RGB", input_range="0..255",
+        normalisation="x * 255 (the graph then does (x - 127.5) / 128)",
+        output="256-d embedding", output_size=256,
+        split_points={"stem": 8, "unit1": 15, "stage1": 28, "stage2": 48, "stage3": 68, "stage4": 88},
+        architecture="InsightFace MobileFace (PReLU MobileNet)"),
+    FaceModelSpec(
+        name="mobilefacenet", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("mobilefacenet"),
+        input_size=(112, 112), channel_order="RGB", input_range="0..255", normalisation="x * 255",
+        output="192-d embedding (the graph L2-normalises it)", output_size=192,
+        split_points={"stem": 6, "dwconv": 11, "stage2": 76, "stage3": 88, "stage4": 166, "stage5": 178,
+                      "stage6": 204},
+        architecture="MobileFaceNet (becauseofAI MobileFace)",
+        notes="WEAK: the published graph fuses a Relu into 17 depthwise convs whose outputs also feed a "
+              "decomposed PReLU (Abs/Sub/Mul), so TF.js computes ReLU where the trained net had PReLU "
+              "(verified against the TF.js runtime). No crop/normalisation choice recovers it; "
+              "load(..., repair_fused_prelu=True) restores the PReLUs (see lfw figures in the report)."),
+    FaceModelSpec(
+        name="gear", role="attribute", package=HUMAN_MODELS.spec, files=_hm("gear"),
+        input_size=(198, 198), channel_order="RGB", input_range="0..1", normalisation="none",
+        output="age (7 bins), gender (2), race (5) softmax probabilities",
+        output_size={"age": 7, "gender": 2, "race": 5},
+        split_points={"stem": 5, "block2": 9, "block3": 13, "block4": 17, "block5": 21},
+        architecture="GEAR predictor CNN (Keras), float16 weights",
+        labels={"age": ("<=20", "21-25", "26-30", "31-40", "41-50", "51-60", ">60"),
+                "gender": ("male", "female"), "race": ("white", "black", "asian", "indian", "other")},
+        notes="human crops the face box to [top 0, left 0.1, bottom 0.9, right 0.9] before resizing."),
+    FaceModelSpec(
+        name="emotion", role="attribute", package=HUMAN_MODELS.spec, files=_hm("emotion"),
+        input_size=(64, 64), channel_order="grayscale (from RGB)", input_range="-1..1",
+        normalisation="gray = 0.2989 R + 0.587 G + 0.114 B; (gray - 0.5) * 2",
+        output="emotion softmax probabilities", output_size={"emotion": 7},
+        split_points={"block1": 2, "res1": 9, "res2": 17},
+        architecture="mini-Xception (oarriaga face_classification)",
+        labels={"emotion": ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")}),
+    FaceModelSpec(
+        name="blazeface", role="detector", package=HUMAN_MODELS.spec, files=_hm("blazeface"),
+        input_size=(256, 256), channel_order="RGB", input_range="-1..1", normalisation="x * 2 - 1",
+        output="scores [N,896] logits; regressors [N,896,16]: (cx, cy, w, h) then 6 keypoints (x, y), "
+               "in input pixels relative to the anchor centre (see blazeface_anchors)",
+        output_size={"scores": 896, "regressors": 896 * 16},
+        architecture="BlazeFace (back-camera 256x256 variant)",
+        labels={"keypoints": ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")},
+        notes="keypoint names from the subject's point of view (MediaPipe order)."),
+    FaceModelSpec(
+        name="facemesh", role="landmarks", package=HUMAN_MODELS.spec, files=_hm("facemesh"),
+        input_size=(192, 192), channel_order="RGB", input_range="0..1", normalisation="none",
+        output="mesh [N,468,3] (x, y in input pixels, z relative) and face_prob [N,1]",
+        output_size={"mesh": 468 * 3, "face_prob": 1},
+        architecture="MediaPipe FaceMesh, float16 weights",
+        notes="expects a face crop (e.g. a blazeface box enlarged 1.5x)."),
+)
+_BY_NAME = {s.name: s for s in _SPECS}
+
+
+def list_specs() -> list[FaceModelSpec]:
+    return list(_SPECS)
+
+
+def get_spec(name: str) -> FaceModelSpec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise NotFound(f"unknown face model {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def lfw_accuracy() -> dict[str, dict]:
+    """Measured LFW verification figures per recognizer (written by ``photoveil models eval``)."""
+    try:
+        return json.loads(LFW_ACCURACY_FILE.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def blazeface_anchors(size: int = 256):
+    """Anchor centres ``[896, 2]`` (x, y in input pixels) in the order of ``scores``.
+
+    Decode anchor ``i``: centre ``(cx, cy) = anchors[i] + reg[i, 0:2]``, size
+    ``reg[i, 2:4]``, keypoint ``k`` at ``anchors[i] + reg[i, 4+2k : 6+2k]`` (all in pixels
+    of the ``size`` x ``size`` input), confidence ``sigmoid(scores[i])``.
+    """
+    import torch
+
+    out = []
+    for stride, per_cell in ((size // 16, 2), (size // 8, 6)):
+        grid = -(-size // stride)
+        for gy in range(grid):
+            for gx in range(grid):
+                out += [[stride * (gx + 0.5), stride * (gy + 0.5)]] * per_cell
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def _build(spec: FaceModelSpec, root: Path, repair_fused_prelu: bool):
+    from torch import nn
+
+    from photoveil.facemodels.facenet import Affine, BlazeFaceHead, FaceNet, Grayscale, NamedOutputs
+    from photoveil.tfjs.graph import load_graph_model
+
+    pkg = root / (FACE_API.key if spec.package == FACE_API.spec else HUMAN_MODELS.key)
+    first = pkg / spec.files[0]
+    if spec.name == "faceapi-resnet34":
+        from photoveil.facemodels.faceapi_resnet34 import FaceApiResNet34
+
+        return FaceNet(spec, nn.Identity(), FaceApiResNet34.from_manifest(first), nn.Identity())
+    if spec.role == "recognizer":
+        outputs = ["global_pooling/Mean"] if spec.name == "faceres" else None
+        body = load_graph_model(first, outputs=outputs, repair_fused_prelu=repair_fused_prelu)
+        return FaceNet(spec, Affine(255.0, 0.0), body, nn.Identity())
+    if spec.name == "gear":
+        body = load_graph_model(first, outputs=["Identity", "Identity_1", "Identity_2"])
+        return FaceNet(spec, nn.Identity(), body, NamedOutputs(("age", "gender", "race")))
+    if spec.name == "emotion":
+        return FaceNet(spec, Grayscale(2.0, -1.0), load_graph_model(first), NamedOutputs(("emotion",)))
+    if spec.name == "blazeface":
+        body = load_graph_model(first, outputs=["Identity", "Identity_2", "Identity_1", "Identity_3"])
+        return FaceNet(spec, Affine(2.0, -1.0), body, BlazeFaceHead())
+    if spec.name == "facemesh":
+        body = load_graph_model(first, outputs=["Identity_2", "Identity_1"])
+        return FaceNet(spec, nn.Identity(), body, NamedOutputs(("mesh", "face_prob"), {"mesh": (468, 3)}))
+    raise NotFound(f"no loader for face model {spec.name!r}")
+
+
+def load(name: str, cache_dir: str | os.PathLike | None = None, *, repair_fused_prelu: bool = False):
+    """Load model ``name`` from the pulled cache as a frozen, eval-mode ``FaceNet``.
+
+    ``repair_fused_prelu`` only matters for ``mobilefacenet``: it restores the PReLUs that
+    the published graph lost (a deviation from the TF.js behaviour, see the spec's notes).
+    Raises :class:`ModelsMissing` when ``photoveil models pull`` has not been run.
+    """
+    from photoveil.facemodels.pull import models_root
+
+    spec = get_spec(name)
+    root = models_root(cache_dir)
+    if not (root / "COMPLETE.json").is_file():
+        raise ModelsMissing(f"face models are not in {root}; run `photoveil models pull` "
+                            f"(or pass the --cache-dir / $PHOTOVEIL_CACHE you pulled them into)")
+    return _build(spec, root, repair_fused_prelu)

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf stubs (python -m photoveil.protogen)."""

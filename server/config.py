@@ -1,0 +1,198 @@
+"""``photoveil serve`` configuration: a TOML or JSON file -> :class:`ServerConfig`.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Relative
+paths are resolved against the config file's folder. Tokens are never in the file:
+``auth.token_env`` names an environment variable holding one or more comma-separated
+bearer tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from photoveil.errors import InvalidInput, NotFound
+
+MODEL_SOURCES = ("registry", "zoo", "tiny")
+
+
+@dataclass
+class ModelConfig:
+    id: str
+    # registry: photoveil.facemodels.registry, zoo: photoveil.zoo.checkpoints,
+    # tiny: the small test nets of photoveil.server.testing (tiny-embed, tiny-cls)
+    source: str = "registry"
+    name: str = ""                  # registry name / zoo arch; default: id
+    verify_threshold: float = 0.5   # embedding models: cosine similarity for Verify
+
+    def __post_init__(self):
+        if self.source not in MODEL_SOURCES:
+            raise InvalidInput(f"models[{self.id!r}].source {self.source!r}; accepted: {', '.join(MODEL_SOURCES)}")
+        if not -1.0 < float(self.verify_threshold) <= 1.0:
+            raise InvalidInput(f"models[{self.id!r}].verify_threshold must be in (-1, 1]")
+        self.name = self.name or self.id
+        if self.source == "tiny" and self.name not in ("tiny-embed", "tiny-cls"):
+            raise InvalidInput(f"models[{self.id!r}]: tiny models are tiny-embed and tiny-cls, got {self.name!r}")
+
+
+@dataclass
+class BatchingConfig:
+    enabled: bool = True
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    workers: int = 1            # concurrent batched forward passes
+
+    def __post_init__(self):
+        if not 1 <= self.max_batch_size <= 4096:
+            raise InvalidInput(f"batching.max_batch_size must be in 1..4096, got {self.max_batch_size}")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise InvalidInput(f"batching.max_wait_ms must be in 0..1000, got {self.max_wait_ms}")
+        if not 1 <= self.workers <= 64:
+            raise InvalidInput(f"batching.workers must be in 1..64, got {self.workers}")
+
+
+@dataclass
+class AuthConfig:
+    token_env: str = ""         # name of the env var with comma-separated tokens; empty: no auth
+
+    def tokens(self) -> list[str]:
+        if not self.token_env:
+            return []
+        raw = os.environ.get(self.token_env, "")
+        tokens = [t.strip() for t in raw.split(",") if t.strip()]
+        if not tokens:
+            raise InvalidInput(f"auth.token_env names ${self.token_env}, which is unset or empty; "
+                               "export one or more comma-separated bearer tokens in it")
+        return tokens
+
+
+@dataclass
+class TlsConfig:
+    cert: str = ""              # PEM certificate chain
+    key: str = ""               # PEM private key
+    client_ca: str = ""         # PEM CA bundle: set to require client certificates (mTLS)
+
+    def __post_init__(self):
+        if bool(self.cert) != bool(self.key):
+            raise InvalidInput("tls.cert and tls.key must be set together")
+        if self.client_ca and not self.cert:
+            raise InvalidInput("tls.client_ca needs tls.cert and tls.key")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+
+@dataclass
+class LimitsConfig:
+    max_message_bytes: int = 16 << 20   # gRPC receive/send limit (-> RESOURCE_EXHAUSTED)
+    max_image_pixels: int = 40_000_000  # decoded encoded-image size
+    max_batch_items: int = 64           # images/feature rows per request
+    rate_per_s: float = 0.0             # token bucket per caller; 0: off
+    burst: float = 50.0
+    max_concurrent_rpcs: int = 0        # 0: unbounded (gRPC answers RESOURCE_EXHAUSTED beyond)
+
+    def __post_init__(self):
+        if not 1024 <= self.max_message_bytes <= 1 << 30:
+            raise InvalidInput(f"limits.max_message_bytes must be in 1024..{1 << 30}")
+        if self.max_image_pixels < 1 or self.max_batch_items < 1:
+            raise InvalidInput("limits.max_image_pixels and limits.max_batch_items must be >= 1")
+        if self.rate_per_s < 0 or self.burst < 1 or self.max_concurrent_rpcs < 0:
+            raise InvalidInput("limits.rate_per_s >= 0, limits.burst >= 1, limits.max_concurrent_rpcs >= 0")
+
+
+@dataclass
+class ServerConfig:
+    bind: str = "127.0.0.1:50051"
+    models: list[ModelConfig] = field(default_factory=list)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    gallery_path: str = ""              # default: <cache>/gallery.sqlite3; ":memory:" for tests
+    gallery_synchronous: str = "FULL"   # SQLite synchronous: FULL survives power loss too
+    artifacts_dir: str = ""             # empty: ArtifactService lists nothing
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    workers: int = 64                   # gRPC handler threads (>= concurrent clients to batch them)
+    grace_s: float = 10.0               # shutdown: in-flight calls get this long to finish
+    drain_s: float = 0.0                # shutdown: NOT_SERVING this long before new calls are refused
+    torch_threads: int = 0              # 0: torch's default
+
+    def __post_init__(self):
+        if ":" not in self.bind:
+            raise InvalidInput(f"bind {self.bind!r} must be HOST:PORT (e.g. 127.0.0.1:50051, [::]:50051)")
+        if not 1 <= self.workers <= 1024:
+            raise InvalidInput(f"workers must be in 1..1024, got {self.workers}")
+        if not 0 <= self.grace_s <= 600 or not 0 <= self.drain_s <= 600:
+            raise InvalidInput(f"grace_s and drain_s must be in 0..600, got {self.grace_s}, {self.drain_s}")
+        ids = [m.id for m in self.models]
+        if len(ids) != len(set(ids)):
+            raise InvalidInput(f"model ids must be unique, got {ids}")
+
+
+def _build(cls, data: Any, where: str):
+    """Instantiate a (nested) config dataclass from plain data, refusing unknown keys."""
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where or 'config'} must be a table/object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InvalidInput(f"unknown key(s) {unknown} in {where or 'config'}; accepted: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        ftype = fields[name].type
+        sub = {"ModelConfig": ModelConfig, "BatchingConfig": BatchingConfig, "AuthConfig": AuthConfig,
+               "TlsConfig": TlsConfig, "LimitsConfig": LimitsConfig}
+        key = f"{where}.{name}" if where else name
+        if ftype in sub:
+            value = _build(sub[ftype], value, key)
+        elif ftype == "list[ModelConfig]":
+            if not isinstance(value, list):
+                raise InvalidInput(f"{key} must be a list of model tables")
+            value = [_build(ModelConfig, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        else:
+            expected = {"int": int, "float": (int, float), "bool": bool, "str": str}[ftype]
+            if isinstance(value, bool) and ftype != "bool" or not isinstance(value, expected):
+                raise InvalidInput(f"{key} must be {ftype}, got {value!r}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field (models[].id) is missing
+        raise InvalidInput(f"{where or 'config'}: {exc}") from None
+
+
+def config_from_dict(data: dict, base_dir: str | Path | None = None) -> ServerConfig:
+    config = _build(ServerConfig, data, "")
+    if base_dir is not None:
+        base = Path(base_dir)
+
+        def resolve(p: str) -> str:
+            return str(base / p) if p and p != ":memory:" and not Path(p).is_absolute() else p
+
+        config.gallery_path = resolve(config.gallery_path)
+        config.artifacts_dir = resolve(config.artifacts_dir)
+        for tls_field in ("cert", "key", "client_ca"):
+            setattr(config.tls, tls_field, resolve(getattr(config.tls, tls_field)))
+    return config
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise InvalidInput(f"config {path} must end in .toml or .json")
+    except (ValueError,) as exc:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
+        if isinstance(exc, InvalidInput):
+            raise
+        raise InvalidInput(f"config {path} does not parse: {exc}") from None
+    return config_from_dict(data, path.parent)

@@ -1,0 +1,224 @@
+"""Generator training: loss signs, aux cap, |SSIM|, face variant, config round-trip, resume, matrix."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from photoveil.errors import InvalidInput
+from photoveil.generator_training import matrix as matrix_mod
+from photoveil.generator_training.config import GeneratorTrainConfig
+from photoveil.generator_training.datamodule import GeneratorDataModule, seeded_subset
+from photoveil.generator_training.losses import classification_loss, similarity_term
+from photoveil.generator_training.module import GeneratorModule, random_crop_flip
+from photoveil.generator_training.train import train
+from photoveil.nets.unet import load_generator
+
+torch.set_num_threads(1)
+
+
+def small_cnn(seed: int, in_ch: int = 1, out: int = 10) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(in_ch, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, out))
+
+
+def tiny_config(**kw) -> GeneratorTrainConfig:
+    base = dict(target="resnet18", aux="vgg13_bn", width=0.125, epochs=1, batch_size=16, val_size=16,
+                augment=False, precision="32")
+    return GeneratorTrainConfig(**{**base, **kw})
+
+
+def data(n: int = 32, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.rand(n, 1, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+def datamodule(cfg, n_train=32):
+    return GeneratorDataModule(cfg, train=data(n_train, 0), val=data(16, 1), test=data(16, 2))
+
+
+def ces(module, x, y):
+    with torch.no_grad():
+        xp = module.generator(x)
+        t = nn.functional.cross_entropy(module.critic("target")(xp), y).item()
+        a = nn.functional.cross_entropy(module.critic("aux")(xp), y).item()
+    return t, a
+
+
+def sharp_linear(seed: int) -> nn.Module:
+    """A pixel-linear classifier with large weights: its CE reacts clearly to the generator."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
+    with torch.no_grad():
+        model[1].weight.mul_(20)
+    return model
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_training_steps_lower_target_ce_and_raise_aux_ce(seed):
+    target, aux = sharp_linear(1 + seed), sharp_linear(100 + seed)
+    x = data(32, seed).tensors[0]
+    with torch.no_grad():
+        y = target(x).argmax(1)  # labels the target gets right on clean images
+    torch.manual_seed(seed)
+    module = GeneratorModule(tiny_config(), target=target, aux=aux)
+    opt = module.configure_optimizers()
+    t0, a0 = ces(module, x, y)
+    for _ in range(3):
+        opt.zero_grad()
+        module.compute_loss(x, y)[0]["loss"].backward()
+        opt.step()
+    t1, a1 = ces(module, x, y)
+    assert t1 < t0 and a1 > a0, (t0, t1, a0, a1)
+    # the critics stayed frozen: no gradients, eval mode
+    assert all(p.grad is None for p in module.critic("target").parameters())
+    assert not module.critic("aux").training
+
+
+def test_aux_cap_stops_gradient_past_cap():
+    x = torch.rand(4, 1, 32, 32)
+    y = torch.zeros(4, dtype=torch.long)
+    aux_logits = torch.zeros(4, 10)
+    aux_logits[:, 1] = 20.0  # CE ~ 20 > cap
+    aux_logits.requires_grad_(True)
+    t_logits = torch.zeros(4, 10)
+    out = classification_loss(x, x, y, t_logits, aux_logits, aux_ce_cap=5.0)
+    out["loss"].backward()
+    assert out["aux_ce"] > 5 and aux_logits.grad.abs().max() == 0
+    aux_logits.grad = None
+    classification_loss(x, x, y, t_logits, aux_logits, aux_ce_cap=None)["loss"].backward()
+    assert aux_logits.grad.abs().max() > 0
+
+
+def test_loss_signs_of_each_term():
+    x = torch.rand(2, 1, 32, 32)
+    y = torch.tensor([0, 1])
+    good = torch.eye(10)[y] * 10
+    bad = torch.eye(10)[1 - y] * 10
+    lo = classification_loss(x, x, y, good, bad, w_ssim=0)["loss"]
+    hi = classification_loss(x, x, y, bad, good, w_ssim=0)["loss"]
+    assert lo < 0 < hi  # correct target + wrong aux is rewarded
+
+
+def test_abs_ssim_penalises_inverted_images():
+    x = torch.rand(2, 1, 32, 32).clamp(0.05, 0.95)
+    signed, abs_val = similarity_term(x, 1 - x, "signed")
+    absolute, _ = similarity_term(x, 1 - x, "abs")
+    assert signed < 0 and absolute > 0 and torch.isclose(absolute, abs_val)
+    assert torch.isclose(similarity_term(x, x, "abs")[0], torch.tensor(1.0), atol=1e-4)
+
+
+class FaceStandIn(nn.Module):
+    def __init__(self, seed: int, size: int):
+        super().__init__()
+        self.net = small_cnn(seed, in_ch=3, out=16)
+        self.spec = SimpleNamespace(input_size=size)
+
+    def forward(self, x):
+        assert x.shape[-1] == self.spec.input_size
+        return self.net(x)
+
+
+def test_face_variant_keeps_target_embedding_and_pushes_aux():
+    cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a", aux="b")
+    module = GeneratorModule(cfg, target=FaceStandIn(1, 24), aux=FaceStandIn(2, 20))
+    x = torch.rand(8, 3, 24, 24)
+    opt = module.configure_optimizers()
+    parts0, _ = module.compute_loss(x, None)
+    for _ in range(5):
+        opt.zero_grad()
+        module.compute_loss(x, None)[0]["loss"].backward()
+        opt.step()
+    parts1, _ = module.compute_loss(x, None)
+    assert {"target_cos", "aux_cos", "ssim"} <= set(parts1)
+    assert parts1["loss"] < parts0["loss"]
+    assert parts1["aux_cos"] < parts0["aux_cos"]
+
+
+def test_random_crop_flip_shape_and_content():
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8) + 1
+    out = random_crop_flip(x, pad=2, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for i in range(2):  # every non-padding value comes from the same image
+        vals = out[i][out[i] > 0]
+        assert set(vals.tolist()) <= set(x[i].flatten().tolist())
+
+
+def test_config_validation_and_round_trip():
+    cfg = tiny_config(aux_ce_cap=None, subset=100)
+    assert GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown generator config keys"):
+        GeneratorTrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    for bad in (dict(width=0), dict(lr=0), dict(w_aux=-1), dict(task="x"), dict(aux="resnet18"),
+                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8")):
+        with pytest.raises(ValueError):
+            tiny_config(**bad)
+
+
+def test_seeded_subset_is_deterministic():
+    ds = data(50)
+    assert seeded_subset(ds, 10, 3).indices == seeded_subset(ds, 10, 3).indices
+    assert seeded_subset(ds, 10, 3).indices != seeded_subset(ds, 10, 4).indices
+
+
+def test_checkpoint_carries_config_and_resume_continues(tmp_path):
+    cfg = tiny_config()
+    critics = dict(target=small_cnn(1), aux=small_cnn(2))
+    out = tmp_path / "run"
+    r1 = train(cfg, out, datamodule=datamodule(cfg), progress=False, **critics)
+    last = out / "checkpoints" / "last.ckpt"
+    ck = torch.load(last, weights_only=True)
+    assert GeneratorTrainConfig.from_dict(ck["generator_config"]) == cfg
+    assert ck["global_step"] == 2  # 32 images / batch 16
+    assert not any(k.startswith("_critics") or "target" in k for k in ck["state_dict"])  # generator only
+    reloaded = GeneratorModule.load_from_checkpoint(last, weights_only=True, **critics)
+    assert reloaded.config == cfg
+    net, meta = load_generator(r1.generator_path)
+    assert GeneratorTrainConfig.from_dict(meta["config"]) == cfg
+    for key in ("target_accuracy", "aux_accuracy", "clean_target_accuracy", "ssim", "train_images_per_second"):
+        assert meta["metrics"][key] is not None
+    assert 0 <= r1.metrics["ssim"] <= 1
+
+    # resume: two more epochs continue from step 2, not from scratch
+    cfg2 = tiny_config(epochs=3)
+    train(cfg2, out, datamodule=datamodule(cfg2), progress=False, **critics)
+    ck2 = torch.load(last, weights_only=True)
+    assert ck2["global_step"] == 6 and ck2["epoch"] == 2
+    assert json.loads((out / "result.json").read_text())["config"]["epochs"] == 3
+
+    with pytest.raises(InvalidInput, match="width"):
+        train(tiny_config(width=0.25), out, datamodule=datamodule(cfg), progress=False, **critics)
+    with pytest.raises(InvalidInput, match="already holds"):
+        train(cfg2, out, datamodule=datamodule(cfg2), progress=False, resume=False, **critics)
+
+
+def test_matrix_records_heatmaps_and_skip(tmp_path, monkeypatch):
+    base = tiny_config(aux=None, critic_width=0.0625)
+    monkeypatch.setattr(GeneratorDataModule, "setup", _fake_setup)
+    records = matrix_mod.run_matrix(["mobilenet_v2", "resnet18"], tmp_path, base, progress=False)
+    assert [(r["target"], r["aux"]) for r in records] == [
+        ("mobilenet_v2", None), ("mobilenet_v2", "resnet18"), ("resnet18", None), ("resnet18", "mobilenet_v2")]
+    for r in records:
+        for key in ("target_accuracy", "clean_target_accuracy", "ssim"):
+            assert 0 <= r[key] <= 1
+        assert (r["aux_accuracy"] is None) == (r["aux"] is None)
+    assert all((tmp_path / f"heatmap_{m}.png").stat().st_size > 0 for m in matrix_mod.HEATMAP_METRICS)
+    saved = json.loads((tmp_path / "matrix.json").read_text())
+    assert saved["summary"]["pairs"] == 2 and len(saved["records"]) == 4
+
+    def no_training(*a, **k):
+        raise AssertionError("finished pairs must be skipped")
+
+    monkeypatch.setattr("photoveil.generator_training.train.train", no_training)
+    again = matrix_mod.run_matrix(["mobilenet_v2", "resnet18"], tmp_path, base, progress=False)
+    assert again == records
+
+
+def _fake_setup(self, stage=None):
+    self.train_set, self.val_set, self.test_set = data(16, 0), data(16, 1), data(16, 2)

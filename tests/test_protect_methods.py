@@ -1,0 +1,182 @@
+"""PMT / MR-PMT / FMD on small stand-in networks: enhancements, presets, outputs, bounds."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from photoveil.client.protect import get_protector
+from photoveil.client.protect.fmd import FMDConfig, FMDProtector, GalleryClassifier, LayerTap
+from photoveil.client.protect.ops import ti_kernel
+from photoveil.client.protect.pmt import PMTConfig, PMTProtector
+from photoveil.client.protect.shallow import ShallowModel
+from photoveil.errors import InvalidInput
+
+
+def toy_shallow(seed: int = 0) -> ShallowModel:
+    torch.manual_seed(seed)
+    seg1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    seg2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
+    return ShallowModel([seg1, seg2], f"toy{seed}", ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+
+
+def feature_gap(model: ShallowModel, a: torch.Tensor, b: torch.Tensor) -> float:
+    with torch.no_grad():
+        fa, fb = model(a)[-1], model(b)[-1]
+    return ((fa - fb).pow(2).mean() / fb.pow(2).mean()).item()
+
+
+def only_split(model: ShallowModel) -> ShallowModel:
+    """The same network with the last tap only (no multi-layer aggregation)."""
+    return ShallowModel([nn.Sequential(*model.segments)], model.name, [model.points[-1]])
+
+
+def test_registry_finds_methods():
+    assert get_protector("pmt") is PMTProtector
+    assert get_protector("fmd") is FMDProtector
+
+
+@pytest.mark.parametrize("bad", [dict(steps=0), dict(step_size=0), dict(init="zeros"), dict(augment="cutout"),
+                                 dict(kernel="box"), dict(kernel_length=0), dict(pool=9), dict(init_sigma=300)])
+def test_pmt_config_rejects_out_of_range(bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        PMTConfig(**bad)
+
+
+@pytest.mark.parametrize("bad", [dict(eps=0), dict(alpha=-1), dict(steps=0), dict(lam=-0.5)])
+def test_fmd_config_rejects_out_of_range(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        FMDConfig(**bad)
+
+
+def test_preset_then_flags_override():
+    p = PMTProtector.from_preset("high", toy_shallow(), steps=7)
+    assert p.config.steps == 7  # explicit flag wins
+    assert p.config.init_sigma == PMTProtector.PRESETS["high"]["init_sigma"]  # rest from the preset
+    with pytest.raises(ValueError, match="presets"):
+        PMTProtector.from_preset("ultra", toy_shallow())
+
+
+def test_pmt_moves_features_towards_original_and_stays_noise(images):
+    model = only_split(toy_shallow())
+    p = PMTProtector(model, PMTConfig(seed=0, steps=60, step_size=1.0, augment="none", kernel="none"))
+    x0 = p.initial(images, p.make_rng())
+    out = p.protect(images)
+    assert out.shape == images.shape and 0 <= out.min() and out.max() <= 1
+    assert feature_gap(model, out, images) < 0.7 * feature_gap(model, x0, images)
+    # the obfuscated image is still far from the photo in pixel space
+    assert (out - images).abs().mean() > 0.1
+
+
+def test_same_seed_same_output_and_different_seed_differs(images):
+    model = toy_shallow()
+    a = PMTProtector(model, PMTConfig(seed=3, steps=5)).protect(images)
+    b = PMTProtector(model, PMTConfig(seed=3, steps=5)).protect(images)
+    c = PMTProtector(model, PMTConfig(seed=4, steps=5)).protect(images)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("change", [dict(kernel="none"), dict(kernel="linear"), dict(kernel_length=3),
+                                    dict(augment="none"), dict(augment="affine"), dict(augment="mix"),
+                                    dict(init="sort"), dict(init="blur"), dict(pool=1)])
+def test_each_enhancement_changes_the_result(images, change):
+    model = toy_shallow()  # two taps: multi-layer aggregation on
+    base = PMTProtector(model, PMTConfig(seed=0, steps=8)).protect(images)
+    other = PMTProtector(model, PMTConfig(seed=0, steps=8, **change)).protect(images)
+    assert not torch.allclose(base, other)
+
+
+def test_layer_aggregation_changes_the_result(images):
+    model = toy_shallow()
+    multi = PMTProtector(model, PMTConfig(seed=0, steps=8)).protect(images)
+    single = PMTProtector(only_split(model), PMTConfig(seed=0, steps=8)).protect(images)
+    assert not torch.allclose(multi, single)
+
+
+def test_two_upload_outputs(images):
+    model = toy_shallow()
+    p = PMTProtector(model, PMTConfig(seed=0, steps=4))
+    feats = p.features(images)
+    with torch.no_grad():
+        expected = model(p.protect(images))[-1]
+    assert feats.shape == expected.shape == (3, 16, 12, 12)
+    torch.testing.assert_close(feats, expected)
+
+
+def test_mr_pmt_serves_every_authorized_model(images):
+    m1, m2 = only_split(toy_shallow(0)), only_split(toy_shallow(1))
+    cfg = PMTConfig(seed=0, steps=60, step_size=1.0, augment="none", kernel="none")
+    mr = PMTProtector([m1, m2], cfg)
+    x0 = mr.initial(images, mr.make_rng())
+    out = mr.protect(images)
+    for m in (m1, m2):
+        assert feature_gap(m, out, images) < 0.8 * feature_gap(m, x0, images)
+
+
+def test_ti_kernels_are_normalised_and_shaped():
+    for kind in ("gaussian", "linear"):
+        k = ti_kernel(kind, 2, 3)
+        assert k.shape == (3, 1, 5, 5)
+        torch.testing.assert_close(k[0].sum(), torch.tensor(1.0))
+        assert k[0, 0, 2, 2] == k[0].max()
+
+
+def test_pmt_rejects_bad_images():
+    p = PMTProtector(toy_shallow(), PMTConfig(steps=1))
+    for bad in (torch.rand(3, 24, 24), torch.full((1, 3, 8, 8), float("nan")), torch.rand(1, 3, 8, 8) * 2,
+                torch.randint(0, 255, (1, 3, 8, 8), dtype=torch.uint8)):
+        with pytest.raises(InvalidInput, match="accepted|must be"):
+            p.protect(bad)
+
+
+def toy_classifier(seed=0, k=4):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, k))
+
+
+@pytest.mark.parametrize("eps", [4.0, 16.0])
+def test_fmd_stays_in_eps_ball_and_keeps_authorized_prediction(images, eps):
+    clf = toy_classifier()
+    fmd = FMDProtector(LayerTap(clf, "1"), FMDConfig(eps=eps, alpha=eps / 4, steps=20, lam=5.0, seed=0))
+    out = fmd.protect(images)
+    assert (out - images).abs().max() <= eps / 255 + 1e-6
+    assert 0 <= out.min() and out.max() <= 1
+    with torch.no_grad():
+        assert torch.equal(clf(out).argmax(1), clf(images).argmax(1))
+        # the feature map moved: the distortion term did its work
+        f = LayerTap(clf, "1")
+        assert (f(out)[1] - f(images)[1]).abs().mean() > 0
+
+
+def test_layer_tap_names_layers_on_error():
+    with pytest.raises(InvalidInput, match="no layer 'conv9'"):
+        LayerTap(toy_classifier(), "conv9")
+
+
+def test_gallery_classifier_recognises_enrolled_identities():
+    torch.manual_seed(0)
+    shallow, rest = nn.Conv2d(3, 4, 3, padding=1), nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 16))
+
+    class Net(nn.Module):
+        def forward(self, x):
+            return rest(shallow(x))
+
+        def split(self, point):
+            return shallow, rest
+
+    gallery = torch.rand(6, 3, 8, 8)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    clf = GalleryClassifier.from_facenet(Net(), "x", gallery, labels)
+    logits, feat = clf(gallery)
+    assert logits.shape == (6, 3) and feat.shape == (6, 4, 8, 8)
+    # each image's own identity is at least as close as the average identity
+    assert (logits.gather(1, labels[:, None]).squeeze(1) >= logits.mean(1)).all()
+    with pytest.raises(InvalidInput, match="centroids"):
+        GalleryClassifier(shallow, rest, torch.rand(1, 16))
