@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = (
     "photoveil.zoo.cli",
     "photoveil.server.cli",
     "photoveil.generator_training.cli",
+    "photoveil.evaluation.cli",
 )
 
 

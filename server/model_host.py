@@ -140,36 +140,59 @@ class ModelHost:
     @classmethod
     def from_registry(cls, names: Iterable[str] | Mapping[str, str], host: "ModelHost | None" = None,
                       verify_threshold: float = 0.5) -> "ModelHost":
-        """Face-embedding models from ``photoveil.facemodels.registry`` (split at their published points).
+        """Face recognizers from ``photoveil.facemodels.registry`` (split at their published points).
 
         ``names``: registry names (hosted under the same id) or a mapping model id -> name.
+        Only role ``recognizer`` models (embeddings) can be hosted.
         """
         registry = _optional("photoveil.facemodels.registry", "face models")
         host = host or cls()
         for model_id, name in _pairs(names):
             net = registry.load(name)
             spec = net.spec
-            size = spec.input_size
+            if getattr(spec, "role", "recognizer") != "recognizer":
+                raise InvalidInput(f"face model {name!r} is a {spec.role}; the server hosts recognizers")
             splits = {point: net.split(point) for point in getattr(spec, "split_points", {}) or {}}
-            host.register(model_id, net, kind=ModelKind.EMBEDDING, input_size=size,
-                          version=getattr(spec, "version", None), splits=splits,
-                          verify_threshold=verify_threshold)
+            # The npm package@version pins the weights; fall back to a hash of them.
+            version = getattr(spec, "version", None) or getattr(spec, "package", None)
+            host.register(model_id, net, kind=ModelKind.EMBEDDING, input_size=tuple(spec.input_size),
+                          version=version, splits=splits, verify_threshold=verify_threshold)
         return host
 
     @classmethod
     def from_zoo(cls, archs: Iterable[str] | Mapping[str, str], host: "ModelHost | None" = None) -> "ModelHost":
-        """Trained zoo classifiers from ``photoveil.zoo.checkpoints.load_trained(arch)`` (ids as in from_registry)."""
+        """Trained zoo classifiers via ``photoveil.zoo.checkpoints.load_trained``.
+
+        Names are ``arch`` (Fashion-MNIST) or ``dataset/arch`` (e.g. ``cifar10/resnet18``);
+        ids as in :meth:`from_registry`. One-channel models get an RGB -> gray front.
+        """
         checkpoints = _optional("photoveil.zoo.checkpoints", "zoo classifiers")
         host = host or cls()
-        for model_id, arch in _pairs(archs):
-            loaded = checkpoints.load_trained(arch)
-            module, meta = (loaded if isinstance(loaded, tuple) else (loaded, {}))
-            meta = meta if isinstance(meta, Mapping) else vars(meta)
-            size = meta.get("input_size", getattr(module, "input_size", 32))
-            labels = meta.get("classes", getattr(module, "classes", None))
-            host.register(model_id, module, kind=ModelKind.CLASSIFICATION, input_size=size, labels=labels,
-                          version=meta.get("version"))
+        for model_id, name in _pairs(archs):
+            dataset, _, arch = name.rpartition("/")
+            dataset = dataset or "fashion-mnist"
+            module = checkpoints.load_trained(arch, dataset)
+            first_conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
+            if first_conv is not None and first_conv.in_channels == 1:
+                module = nn.Sequential(RgbToGray(), module)
+            try:
+                from photoveil.data.classification import class_names
+                labels = list(class_names(dataset))
+            except Exception:  # noqa: BLE001 - labels are cosmetic; indices still work
+                labels = None
+            host.register(model_id, module, kind=ModelKind.CLASSIFICATION, input_size=32, labels=labels)
         return host
+
+
+class RgbToGray(nn.Module):
+    """[N,3,H,W] RGB -> [N,1,H,W] luma (ITU-R BT.601), for one-channel classifiers."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weights", torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.weights).sum(dim=1, keepdim=True)
 
 
 def _optional(module: str, what: str):

@@ -16,3 +16,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Keep CPU tests deterministic and leave a core for the rest of the machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def face_models_dir() -> Path:
+    """The pulled face models (``<cache>/models``); pulls them once, skips when offline."""
+    from photoveil.errors import DownloadError
+    from photoveil.facemodels.pull import ensure_models
+
+    try:
+        return ensure_models(progress=False)
+    except DownloadError as exc:
+        pytest.skip(f"face models unavailable: {exc}")

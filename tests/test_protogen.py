@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from photoveil import protogen
 
 

@@ -13,9 +13,9 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from photoveil import wire
-from photoveil.server.config import AuthConfig, LimitsConfig, ServerConfig
+from photoveil.server.config import AuthConfig, LimitsConfig
 from photoveil.server.model_host import ModelHost, ModelKind
-from photoveil.server.testing import TinyNet, local_server, tiny_host
+from photoveil.server.testing import local_server, tiny_host
 from photoveil.v1 import artifacts_pb2, artifacts_pb2_grpc, recognition_pb2 as pb, recognition_pb2_grpc
 from photoveil.v1.tensor_pb2 import Features, Input
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import grpc
-import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc

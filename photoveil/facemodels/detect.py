@@ -125,7 +125,8 @@ class BlazeFaceDetector:
     ``score_threshold`` in (0, 1) (0.5 as in MediaPipe's face-detection graphs: every
     sampled LFW photo scored >= 0.72, grey/noise/black/white images <= 0.17),
     ``iou_threshold`` in (0, 1) for the blending NMS, ``max_faces`` >= 1. Images are
-    letter-boxed to a square (zeros), resized to the model input and scaled to [-1, 1].
+    letter-boxed to a square (zeros) and resized to the model input (the registry's
+    wrapper scales [0, 1] to BlazeFace's [-1, 1], which scored best on LFW).
     Detections of image files are cached as JSON under ``cache_dir/detections`` keyed
     by the file's path, size and mtime (``cache_dir=False`` disables the cache).
     """
@@ -164,7 +165,7 @@ class BlazeFaceDetector:
         square = F.pad(image.float(), (int(pad_x), side - w - int(pad_x), int(pad_y), side - h - int(pad_y)))
         x = F.interpolate(square[None], size=(self.input_size, self.input_size), mode="bilinear",
                           antialias=True, align_corners=False)
-        scores, regressors = _raw_outputs(self.model, x * 2.0 - 1.0)
+        scores, regressors = _raw_outputs(self.model, x)
         probs, boxes, kps = decode(scores[0], regressors[0], self.input_size)
         scale = side / self.input_size
         shift = torch.tensor([int(pad_x), int(pad_y)], dtype=torch.float32)
@@ -237,6 +238,8 @@ def _raw_outputs(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (512- and 384-anchor halves, in MediaPipe anchor order 512 then 384)."""
     out = model(x)
     if isinstance(out, dict):
+        if "scores" in out:  # the registry's FaceNet wrapper
+            return out["scores"], out["regressors"]
         out = list(out.values())
     if isinstance(out, torch.Tensor):
         out = [out]

@@ -63,7 +63,7 @@ class NamedOutputs(nn.Module):
 
 
 class BlazeFaceHead(nn.Module):
-    """BlazeFace's four raw outputs -> ``scores`` [N,896] logits and ``regressors`` [N,896,16].
+    """BlazeFace's four raw outputs -> ``scores`` [N,896,1] logits and ``regressors`` [N,896,16].
 
     Anchor order is human's: the 512 stride-16 anchors (16x16 cells x 2) first, then the 384
     stride-32 anchors (8x8 cells x 6); see :func:`photoveil.facemodels.registry.blazeface_anchors`.
@@ -71,7 +71,7 @@ class BlazeFaceHead(nn.Module):
 
     def forward(self, outs):
         s512, r512, s384, r384 = outs
-        return {"scores": torch.cat([s512, s384], 1).squeeze(-1), "regressors": torch.cat([r512, r384], 1)}
+        return {"scores": torch.cat([s512, s384], 1), "regressors": torch.cat([r512, r384], 1)}
 
 
 class FaceNet(nn.Module):

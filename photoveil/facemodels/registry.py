@@ -10,7 +10,7 @@ Outputs:
 * ``gear`` -> ``{"age": [N,7], "gender": [N,2], "race": [N,5]}`` softmax probabilities,
   label order in ``spec.labels``.
 * ``emotion`` -> ``{"emotion": [N,7]}`` softmax probabilities (``spec.labels``).
-* ``blazeface`` -> ``{"scores": [N,896] logits, "regressors": [N,896,16]}``, see
+* ``blazeface`` -> ``{"scores": [N,896,1] logits, "regressors": [N,896,16]}``, see
   :func:`blazeface_anchors` for the decoding.
 * ``facemesh`` -> ``{"mesh": [N,468,3], "face_prob": [N,1]}``.
 
@@ -125,7 +125,7 @@ _SPECS = (
     FaceModelSpec(
         name="blazeface", role="detector", package=HUMAN_MODELS.spec, files=_hm("blazeface"),
         input_size=(256, 256), channel_order="RGB", input_range="-1..1", normalisation="x * 2 - 1",
-        output="scores [N,896] logits; regressors [N,896,16]: (cx, cy, w, h) then 6 keypoints (x, y), "
+        output="scores [N,896,1] logits; regressors [N,896,16]: (cx, cy, w, h) then 6 keypoints (x, y), "
                "in input pixels relative to the anchor centre (see blazeface_anchors)",
         output_size={"scores": 896, "regressors": 896 * 16},
         architecture="BlazeFace (back-camera 256x256 variant)",

@@ -673,8 +673,9 @@ class _Builder:
             shape = [int(s) for s in np.asarray(self.need_const(n, 1)).reshape(-1)]
             # keep the batch dim free when the graph hard-codes batch 1 (or -1)
             per_sample = int(np.prod(x.nominal.shape[1:])) if x.rank else 1
-            if shape and shape[0] in (1, -1) and -1 not in shape[1:] and int(np.prod(shape[1:])) == per_sample:
-                shape[0] = -1
+            resolved = list(x.nominal.reshape(shape).shape) if shape else []
+            if resolved and shape[0] in (1, -1) and int(np.prod(resolved[1:])) == per_sample:
+                shape = [-1, *resolved[1:]]
             return self._add(ReshapeStep(op, name, shape), [x], PLAIN)
         if op == "Squeeze":
             x = self.as_plain(self.val(n, 0), name)

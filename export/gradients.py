@@ -1,0 +1,206 @@
+"""On-device gradient-step programs: trace a step module that calls ``torch.autograd.grad``
+into one plain graph that ``torch.export`` and the XNNPACK delegate accept.
+
+``torch.export`` cannot trace ``torch.autograd.grad``; ``make_fx(..., tracing_mode="real")``
+can: it runs the step once on real tensors and records every aten op of the forward *and*
+of the backward as one flat graph with constant weights. :func:`trace_step` does that with
+a decomposition table that rewrites the backward operators into forward operators XNNPACK
+implements (see ../shared/DESIGN.md, "On-device gradients"):
+
+``convolution_backward`` (input gradient)
+    a transposed convolution with the same (constant) weight — XNNPACK's deconvolution.
+``max_pool2d_with_indices_backward``
+    ``exact``: a ``scatter_add`` of the output gradient onto zeros at the forward's argmax
+    indices (portable kernel; works around executorch 1.5.1's portable backward kernel,
+    which does not zero its output, upstream issue #21686).
+    ``fast``: no indices at all. Each of the ``k*k`` window offsets is read out of the
+    input by a one-hot depthwise convolution (stride = the pool's), compared with the
+    pooled maximum as ``clamp((x_k - max) * BIG + 1, 0, 1)`` (1 where the offset holds the
+    maximum, else 0), multiplied by the output gradient, and scattered back by a one-hot
+    grouped *transposed* convolution. Everything is conv / mul / add / clamp, so XNNPACK
+    runs it, and the forward's ``max_pool2d_with_indices`` becomes a plain ``max_pool2d``
+    (which XNNPACK also takes). It differs from PyTorch only on exact ties inside a window
+    (PyTorch routes the gradient to the first maximum, this to every maximum); after a
+    ReLU the common tie, all zeros, is masked out by the ReLU's own gradient anyway.
+``threshold_backward`` (ReLU gradient)
+    ``grad * clamp((y - t) * BIG, 0, 1)``: a multiply by the ``y > t`` mask, built from
+    mul + clamp instead of a comparison (exact for ``y - t`` outside ``(0, 1/BIG)``).
+``sign``
+    ``clamp(g * BIG, -1, 1)`` (exact for ``|g| >= 1/BIG`` and for 0).
+
+``BIG`` is 1e30: a float32 value between 0 and 1e-30 is the only place the fast forms
+differ from the exact ones, and the gradients here are many orders of magnitude larger.
+``mode="exact"`` keeps only the two rewrites DESIGN.md requires (transposed-conv input
+gradient and scatter-add max-pool backward) and leaves ReLU-backward and sign as they are.
+
+Example::
+
+    >>> gm = trace_step(pmt.step, (x_t, x, noise, theta))          # fast mode
+    >>> torch.testing.assert_close(gm(x_t, x, noise, theta), pmt.step(x_t, x, noise, theta))
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+aten = torch.ops.aten
+
+BIG = 1e30
+MODES = ("fast", "exact")
+
+
+def _out_padding(in_size: int, out_size: int, k: int, s: int, p: int, d: int) -> int:
+    """``output_padding`` that makes a transposed conv map ``out_size`` back to ``in_size``."""
+    op = in_size - ((out_size - 1) * s - 2 * p + d * (k - 1) + 1)
+    if not 0 <= op < max(s, d):
+        raise RuntimeError(f"cannot invert a conv of size {in_size}->{out_size} (k={k}, s={s}, p={p}, d={d})")
+    return op
+
+
+def conv_backward_input(grad_out, inp, weight, bias_sizes, stride, padding, dilation, transposed,
+                        output_padding, groups, output_mask):
+    """``convolution_backward`` whose only requested output is the input gradient, as a
+    transposed convolution (2-D, non-transposed forward). Anything else: not handled."""
+    if transposed or weight.dim() != 4 or output_mask[1] or output_mask[2] or not output_mask[0]:
+        return NotImplemented
+    k = weight.shape[-2:]
+    op = [_out_padding(inp.shape[2 + i], grad_out.shape[2 + i], k[i], stride[i], padding[i], dilation[i])
+          for i in range(2)]
+    grad_in = aten.convolution.default(grad_out, weight, None, list(stride), list(padding), list(dilation),
+                                       True, op, groups)
+    return grad_in, None, None
+
+
+def maxpool_backward_exact(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices):
+    """``max_pool2d_with_indices_backward`` as a scatter-add onto zeros (exact)."""
+    n, c, h, w = inp.shape
+    zeros = aten.zeros.default([n, c, h * w], dtype=grad_out.dtype, device=grad_out.device)
+    out = aten.scatter_add.default(zeros, 2, aten.view.default(indices, [n, c, -1]),
+                                   aten.view.default(grad_out, [n, c, -1]))
+    return aten.view.default(out, [n, c, h, w])
+
+
+def _onehot_window(c: int, kh: int, kw: int, dtype, device) -> torch.Tensor:
+    """``[c*kh*kw, 1, kh, kw]``: channel ``c*K + k`` picks window offset ``k`` of channel ``c``."""
+    from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
+    with disable_proxy_modes_tracing():  # a constant of the graph, not ops run on device
+        eye = torch.eye(kh * kw, dtype=dtype, device=device).view(kh * kw, 1, kh, kw)
+        return eye.repeat(c, 1, 1, 1)
+
+
+def maxpool_backward_fast(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices):
+    """``max_pool2d_with_indices_backward`` without indices, from conv / mul / add / clamp."""
+    kh, kw = (list(kernel_size) * 2)[:2]
+    sh, sw = (list(stride) * 2)[:2] if stride else (kh, kw)
+    pads = (list(padding) * 2)[:2]
+    dil = (list(dilation) * 2)[:2]
+    if ceil_mode or any(pads) or dil != [1, 1]:
+        return maxpool_backward_exact(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices)
+    n, c, h, w = inp.shape
+    oh, ow = grad_out.shape[-2:]
+    kk = kh * kw
+    onehot = _onehot_window(c, kh, kw, inp.dtype, inp.device)
+    # every window offset of every output position: [N, C*K, OH, OW]
+    windows = aten.convolution.default(inp, onehot, None, [sh, sw], [0, 0], [1, 1], False, [0, 0], c)
+    pooled = aten.max_pool2d.default(inp, [kh, kw], [sh, sw], [0, 0], [1, 1], False)
+    diff = aten.sub.Tensor(aten.view.default(windows, [n, c, kk, oh, ow]), aten.view.default(pooled, [n, c, 1, oh, ow]))
+    mask = aten.clamp.default(aten.add.Tensor(aten.mul.Tensor(diff, BIG), 1.0), 0.0, 1.0)
+    routed = aten.mul.Tensor(mask, aten.view.default(grad_out, [n, c, 1, oh, ow]))
+    op = [_out_padding(h, oh, kh, sh, 0, 1), _out_padding(w, ow, kw, sw, 0, 1)]
+    return aten.convolution.default(aten.view.default(routed, [n, c * kk, oh, ow]), onehot, None, [sh, sw],
+                                    [0, 0], [1, 1], True, op, c)
+
+
+def threshold_backward_fast(grad, y, threshold):
+    """``grad * (y > threshold)`` with the mask as ``clamp((y - t) * BIG, 0, 1)``."""
+    if threshold != 0:
+        y = aten.sub.Tensor(y, threshold)
+    return aten.mul.Tensor(grad, aten.clamp.default(aten.mul.Tensor(y, BIG), 0.0, 1.0))
+
+
+def sign_fast(g):
+    """``sign(g)`` as ``clamp(g * BIG, -1, 1)``."""
+    return aten.clamp.default(aten.mul.Tensor(g, BIG), -1.0, 1.0)
+
+
+def decompositions(mode: str = "fast") -> dict:
+    """The ``make_fx`` decomposition table of ``mode`` (``fast`` | ``exact``)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    table: dict = {aten.convolution_backward.default: conv_backward_input}
+    if mode == "exact":
+        table[aten.max_pool2d_with_indices_backward.default] = maxpool_backward_exact
+    else:
+        table[aten.max_pool2d_with_indices_backward.default] = maxpool_backward_fast
+        table[aten.threshold_backward.default] = threshold_backward_fast
+        table[aten.sign.default] = sign_fast
+    return table
+
+
+def _strip_unused_indices(gm: torch.fx.GraphModule) -> None:
+    """``max_pool2d_with_indices`` whose indices nobody reads -> ``max_pool2d`` (XNNPACK)."""
+    import operator
+
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != aten.max_pool2d_with_indices.default:
+            continue
+        users = list(node.users)
+        if not all(u.target is operator.getitem and u.args[1] == 0 for u in users):
+            continue
+        with gm.graph.inserting_after(node):
+            plain = gm.graph.call_function(aten.max_pool2d.default, node.args, node.kwargs)
+        for u in users:
+            u.replace_all_uses_with(plain)
+            gm.graph.erase_node(u)
+        gm.graph.erase_node(node)
+
+
+def _dedupe(gm: torch.fx.GraphModule, targets: tuple) -> None:
+    """Merge calls of ``targets`` with identical arguments (the fast max-pool backward
+    recomputes the forward's pooled maximum; this reuses it)."""
+    seen: dict = {}
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        key = (node.target, repr(node.args), repr(node.kwargs))
+        if key in seen:
+            node.replace_all_uses_with(seen[key])
+            gm.graph.erase_node(node)
+        else:
+            seen[key] = node
+
+
+def _strip_aliases(gm: torch.fx.GraphModule) -> None:
+    """Drop ``aten.alias`` / ``aten.detach`` nodes (no-ops in a traced, grad-free graph)."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in (aten.alias.default, aten.detach.default):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+
+
+def trace_step(step: Callable | nn.Module, example_inputs: Sequence[torch.Tensor], mode: str = "fast"
+               ) -> torch.fx.GraphModule:
+    """One step of a gradient-based protector as a flat, autograd-free ``GraphModule``.
+
+    ``step(*example_inputs)`` may call ``torch.autograd.grad`` (PMTStep, FMDStep). The
+    returned module computes the same function of its inputs for inputs of the same
+    shapes; weights become constants of the graph. Export it with
+    ``torch.export.export(gm, example_inputs)``.
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    if isinstance(step, nn.Module):
+        step.eval()
+    inputs = tuple(t.detach() for t in example_inputs)
+    gm = make_fx(step, decomposition_table=decompositions(mode), tracing_mode="real")(*inputs)
+    _strip_aliases(gm)
+    gm.graph.eliminate_dead_code()
+    _strip_unused_indices(gm)
+    _dedupe(gm, (aten.max_pool2d.default,))
+    gm.graph.eliminate_dead_code()
+    gm.graph.lint()
+    gm.recompile()
+    return gm

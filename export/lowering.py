@@ -1,0 +1,266 @@
+"""Lower a PyTorch module to an ExecuTorch program (.pte) for the XNNPACK backend.
+
+Pure functions of ``(module, example_inputs, options)``: :func:`lower` returns the
+program bytes and what was delegated, :func:`export_program` also writes the artifact
+folder the server publishes (``ArtifactService``)::
+
+    <out_dir>/<program>.pte
+    <out_dir>/manifest.json     method, model id, inputs (shape, dtype, layout), outputs,
+                                normalisation, split layer, quantization, sha256 + size
+                                of the .pte, photoveil/torch/executorch versions
+
+``quantize="int8"`` runs PT2E static quantization with the ``XNNPACKQuantizer``
+(symmetric per-channel int8 weights, int8 activations) calibrated on the given
+calibration inputs before lowering; ``fp32`` lowers the float graph as it is.
+
+Example::
+
+    >>> opts = LowerOptions(method="generator", model_id="face-unet", input_names=["image"])
+    >>> art = export_program(net.eval(), (torch.rand(1, 3, 112, 112),), opts, "out/generator-112")
+    >>> art.pte, art.manifest["sha256"]
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from photoveil.errors import InvalidInput
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "photoveil-artifact/1"
+QUANTIZE = ("fp32", "int8")
+XNNPACK_BACKEND = "XnnpackBackend"
+# Images enter every program as RGB floats in [0, 1]; each model normalises inside.
+DEFAULT_NORMALISATION = {"range": [0.0, 1.0], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                         "note": "RGB in [0, 1]; any model-specific normalisation is inside the program"}
+
+
+@dataclass
+class LowerOptions:
+    """How to lower a module and what its manifest says.
+
+    Attributes:
+        method: ``generator`` | ``shallow`` | ``pmt-step`` | ``fmd-step`` (free text for others).
+        model_id: id of the model the program was made from.
+        program: file stem of the .pte (default: ``method``).
+        quantize: ``fp32`` | ``int8`` (PT2E + XNNPACKQuantizer; needs ``calibration``).
+        calibration: example-input tuples run through the observed model (int8).
+        input_names / output_names: names for the manifest (default ``input0``... / ``output0``...).
+        layout: memory layout of image inputs (ExecuTorch tensors are contiguous NCHW).
+        normalisation: what the image inputs are expected to hold.
+        split: the model's split layer (shallow / step programs), else None.
+        extra: anything else the client needs (step size, eps, default steps, ...).
+        delegate: lower to XNNPACK (False: portable kernels only; for comparisons).
+    """
+
+    method: str
+    model_id: str = ""
+    program: str = ""
+    quantize: str = "fp32"
+    calibration: Sequence[tuple[torch.Tensor, ...]] | None = None
+    input_names: Sequence[str] = ()
+    output_names: Sequence[str] = ()
+    layout: str = "NCHW"
+    normalisation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
+    split: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    delegate: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.method:
+            raise InvalidInput("LowerOptions.method must name the program's method (e.g. generator, pmt-step)")
+        if self.quantize not in QUANTIZE:
+            raise InvalidInput(f"quantize must be one of {', '.join(QUANTIZE)}; got {self.quantize!r}")
+        if self.quantize == "int8" and not self.calibration:
+            raise InvalidInput("quantize='int8' needs calibration inputs (a few representative images)")
+        self.program = self.program or self.method
+
+
+@dataclass
+class Lowered:
+    """Result of :func:`lower`: the program bytes and what the delegate took."""
+
+    buffer: bytes
+    delegates: list[str]             # backend id of every delegate call in the program
+    operators: dict[str, int]        # non-delegated operators left in the program -> count
+    exported: Any = None             # the torch.export ExportedProgram (after quantization)
+
+
+@dataclass
+class Artifact:
+    """A written program: ``pte`` path, ``manifest`` dict (also at ``manifest_path``)."""
+
+    pte: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    lowered: Lowered
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _as_tuple(example_inputs) -> tuple[torch.Tensor, ...]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    inputs = tuple(example_inputs)
+    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise InvalidInput("example_inputs must be a tensor or a non-empty tuple of tensors")
+    return inputs
+
+
+def quantize_pt2e(module: nn.Module, example_inputs: tuple[torch.Tensor, ...],
+                  calibration: Iterable[tuple[torch.Tensor, ...]]) -> nn.Module:
+    """PT2E static int8 quantization for XNNPACK, calibrated on ``calibration``."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    graph = torch.export.export(module, example_inputs, strict=False).module()
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(*_as_tuple(batch))
+    return convert_pt2e(prepared)
+
+
+def program_operators(exec_prog) -> tuple[list[str], dict[str, int]]:
+    """(delegate backend ids, non-delegated operator -> count) of a lowered program."""
+    from collections import Counter
+
+    plan = exec_prog.executorch_program.execution_plan[0]
+    delegates = [d.id for d in plan.delegates]
+    ops = Counter()
+    for chain in plan.chains:
+        for ins in chain.instructions:
+            args = ins.instr_args
+            if type(args).__name__ == "KernelCall":
+                op = plan.operators[args.op_index]
+                ops[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
+    return delegates, dict(ops)
+
+
+def lower(module: nn.Module, example_inputs, options: LowerOptions) -> Lowered:
+    """``module`` at ``example_inputs``' shapes -> ExecuTorch program bytes (XNNPACK)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    inputs = _as_tuple(example_inputs)
+    if isinstance(module, nn.Module):
+        module = module.eval()
+    if options.quantize == "int8":
+        module = quantize_pt2e(module, inputs, options.calibration)
+    with torch.no_grad():
+        exported = torch.export.export(module, inputs, strict=False)
+    edge = to_edge_transform_and_lower(
+        exported,
+        partitioner=[XnnpackPartitioner()] if options.delegate else None,
+        compile_config=EdgeCompileConfig(_check_ir_validity=False),
+    )
+    exec_prog = edge.to_executorch()
+    delegates, ops = program_operators(exec_prog)
+    return Lowered(exec_prog.buffer, delegates, ops, exported)
+
+
+def _describe(tensors: Sequence[torch.Tensor], names: Sequence[str], prefix: str, layout: str) -> list[dict]:
+    out = []
+    for i, t in enumerate(tensors):
+        entry = {"name": names[i] if i < len(names) else f"{prefix}{i}", "shape": list(t.shape),
+                 "dtype": str(t.dtype).removeprefix("torch.")}
+        if t.dim() == 4:
+            entry["layout"] = layout
+        out.append(entry)
+    return out
+
+
+def build_manifest(options: LowerOptions, inputs: tuple[torch.Tensor, ...], outputs: Sequence[torch.Tensor],
+                   pte: Path, lowered: Lowered) -> dict[str, Any]:
+    import executorch  # noqa: F401  (namespace package: version from metadata)
+    from importlib.metadata import version
+
+    from photoveil import __version__
+
+    return {
+        "format": MANIFEST_FORMAT,
+        "program": pte.name,
+        "method": options.method,
+        "model_id": options.model_id,
+        "version": __version__,
+        "photoveil_version": __version__,
+        "inputs": _describe(inputs, options.input_names, "input", options.layout),
+        "outputs": _describe(outputs, options.output_names, "output", options.layout),
+        "layout": options.layout,
+        "normalisation": options.normalisation,
+        "split": options.split,
+        "quantization": options.quantize,
+        "backend": "xnnpack" if options.delegate else "portable",
+        "delegates": len(lowered.delegates),
+        "non_delegated_ops": lowered.operators,
+        "sha256": sha256_file(pte),
+        "pte_bytes": pte.stat().st_size,
+        "torch_version": torch.__version__,
+        "executorch_version": version("executorch"),
+        **({"params": options.extra} if options.extra else {}),
+    }
+
+
+def export_program(module: nn.Module, example_inputs, options: LowerOptions, out_dir: str | os.PathLike
+                   ) -> Artifact:
+    """Lower ``module`` and write ``out_dir/<program>.pte`` + ``out_dir/manifest.json``.
+
+    Raises:
+        InvalidInput: ``out_dir`` already holds a different .pte (an artifact folder holds
+            exactly one program).
+    """
+    inputs = _as_tuple(example_inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pte = out / f"{options.program}.pte"
+    others = [p.name for p in out.glob("*.pte") if p != pte]
+    if others:
+        raise InvalidInput(f"{out} already holds {', '.join(others)}; an artifact folder holds exactly one "
+                           "program: choose another --out folder")
+    with torch.no_grad():
+        outputs = module(*inputs)
+    outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+    lowered = lower(module, inputs, options)
+    pte.write_bytes(lowered.buffer)
+    manifest = build_manifest(options, inputs, outputs, pte, lowered)
+    manifest_path = out / MANIFEST
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return Artifact(pte, manifest_path, manifest, lowered)
+
+
+def read_manifest(pte_or_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """(.pte path, manifest) of an artifact folder or of a .pte inside one.
+
+    Raises:
+        NotFound: no .pte / no manifest.json there.
+    """
+    from photoveil.errors import NotFound
+
+    path = Path(pte_or_dir)
+    folder = path if path.is_dir() else path.parent
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise NotFound(f"no {MANIFEST} beside {path}; export the program with `photoveil export ...`")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    pte = path if path.suffix == ".pte" else folder / str(manifest.get("program", ""))
+    if not pte.is_file():
+        raise NotFound(f"no program {pte.name!r} in {folder} (named by its {MANIFEST})")
+    return pte, manifest
