@@ -59,16 +59,46 @@ def _out_padding(in_size: int, out_size: int, k: int, s: int, p: int, d: int) ->
     return op
 
 
+def _is_constant(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a constant of the graph being traced (a weight, not a computed value)."""
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode, get_proxy_slot
+
+    mode = get_proxy_mode()
+    if mode is None:
+        return isinstance(t, nn.Parameter)
+    slot = get_proxy_slot(t, mode.tracer, None)
+    return slot is None or slot.proxy.node.op == "get_attr"
+
+
 def conv_backward_input(grad_out, inp, weight, bias_sizes, stride, padding, dilation, transposed,
                         output_padding, groups, output_mask):
-    """``convolution_backward`` whose only requested output is the input gradient, as a
-    transposed convolution (2-D, non-transposed forward). Anything else: not handled."""
+    """``convolution_backward`` whose only requested output is the input gradient (2-D,
+    non-transposed forward, constant weight), as a forward op XNNPACK runs:
+
+    * stride 1, no groups: a plain convolution of the output gradient with the flipped,
+      in/out-swapped weight (``padding' = d (k - 1) - p``), XNNPACK's fastest path;
+    * otherwise: a transposed convolution with the weight.
+
+    Either way the weight is a *separate* constant: XNNPACK (executorch 1.5.1) packs a
+    constant shared by a convolution and a deconvolution in one delegate for one of them
+    only and computes garbage for the other. Anything else: not handled (``NotImplemented``).
+    """
     if transposed or weight.dim() != 4 or output_mask[1] or output_mask[2] or not output_mask[0]:
+        return NotImplemented
+    if not _is_constant(weight):
         return NotImplemented
     k = weight.shape[-2:]
     op = [_out_padding(inp.shape[2 + i], grad_out.shape[2 + i], k[i], stride[i], padding[i], dilation[i])
           for i in range(2)]
-    grad_in = aten.convolution.default(grad_out, weight, None, list(stride), list(padding), list(dilation),
+    if groups == 1 and list(stride) == [1, 1] and op == [0, 0]:
+        pad = [dilation[i] * (k[i] - 1) - padding[i] for i in range(2)]
+        if min(pad) >= 0:
+            flipped = _constant(lambda: weight.detach().flip(2, 3).transpose(0, 1).contiguous())
+            grad_in = aten.convolution.default(grad_out, flipped, None, [1, 1], pad, list(dilation),
+                                               False, [0, 0], 1)
+            return grad_in, None, None
+    w = _constant(lambda: weight.detach().clone())
+    grad_in = aten.convolution.default(grad_out, w, None, list(stride), list(padding), list(dilation),
                                        True, op, groups)
     return grad_in, None, None
 
@@ -82,13 +112,18 @@ def maxpool_backward_exact(grad_out, inp, kernel_size, stride, padding, dilation
     return aten.view.default(out, [n, c, h, w])
 
 
-def _onehot_window(c: int, kh: int, kw: int, dtype, device) -> torch.Tensor:
-    """``[c*kh*kw, 1, kh, kw]``: channel ``c*K + k`` picks window offset ``k`` of channel ``c``."""
+def _constant(make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """A tensor made outside the trace: a constant of the graph, not ops run on device."""
     from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
 
-    with disable_proxy_modes_tracing():  # a constant of the graph, not ops run on device
-        eye = torch.eye(kh * kw, dtype=dtype, device=device).view(kh * kw, 1, kh, kw)
-        return eye.repeat(c, 1, 1, 1)
+    with disable_proxy_modes_tracing():
+        return make()
+
+
+def _onehot_window(c: int, kh: int, kw: int, dtype, device) -> torch.Tensor:
+    """``[c*kh*kw, 1, kh, kw]``: channel ``c*K + k`` picks window offset ``k`` of channel ``c``."""
+    return _constant(lambda: torch.eye(kh * kw, dtype=dtype, device=device)
+                     .view(kh * kw, 1, kh, kw).repeat(c, 1, 1, 1))
 
 
 def maxpool_backward_fast(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices):
@@ -106,12 +141,19 @@ def maxpool_backward_fast(grad_out, inp, kernel_size, stride, padding, dilation,
     # every window offset of every output position: [N, C*K, OH, OW]
     windows = aten.convolution.default(inp, onehot, None, [sh, sw], [0, 0], [1, 1], False, [0, 0], c)
     pooled = aten.max_pool2d.default(inp, [kh, kw], [sh, sw], [0, 0], [1, 1], False)
-    diff = aten.sub.Tensor(aten.view.default(windows, [n, c, kk, oh, ow]), aten.view.default(pooled, [n, c, 1, oh, ow]))
-    mask = aten.clamp.default(aten.add.Tensor(aten.mul.Tensor(diff, BIG), 1.0), 0.0, 1.0)
-    routed = aten.mul.Tensor(mask, aten.view.default(grad_out, [n, c, 1, oh, ow]))
+    # pooled max and output gradient repeated K times per channel, [N, C*K, OH, OW], by a
+    # 1x1 depthwise conv with channel multiplier K (all 4-D: XNNPACK mis-handles 5-D views
+    # between channels-last ops in executorch 1.5.1)
+    rep = _constant(lambda: torch.ones(c * kk, 1, 1, 1, dtype=inp.dtype, device=inp.device))
+    pooled_k = aten.convolution.default(pooled, rep, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c)
+    grad_k = aten.convolution.default(grad_out, rep, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c)
+    mask = aten.clamp.default(aten.add.Tensor(aten.mul.Tensor(aten.sub.Tensor(windows, pooled_k), BIG), 1.0), 0.0, 1.0)
+    routed = aten.mul.Tensor(mask, grad_k)
     op = [_out_padding(h, oh, kh, sh, 0, 1), _out_padding(w, ow, kw, sw, 0, 1)]
-    return aten.convolution.default(aten.view.default(routed, [n, c * kk, oh, ow]), onehot, None, [sh, sw],
-                                    [0, 0], [1, 1], True, op, c)
+    # a separate copy of the one-hot weight: XNNPACK packs a shared constant for only one
+    # of a convolution and a deconvolution (wrong results in executorch 1.5.1)
+    scatter = _onehot_window(c, kh, kw, inp.dtype, inp.device)
+    return aten.convolution.default(routed, scatter, None, [sh, sw], [0, 0], [1, 1], True, op, c)
 
 
 def threshold_backward_fast(grad, y, threshold):
@@ -173,6 +215,25 @@ def _dedupe(gm: torch.fx.GraphModule, targets: tuple) -> None:
             seen[key] = node
 
 
+def _constants_as_parameters(gm: torch.fx.GraphModule) -> None:
+    """Re-register every tensor constant of the graph as a frozen ``nn.Parameter``.
+
+    ``make_fx`` stores tensors created during tracing (the rewrites' weights) as plain
+    attributes; ``torch.export`` lifts those as *constants*, which the XNNPACK delegate
+    receives as runtime inputs (weights re-packed on every call). Parameters become static
+    weights packed once at load.
+    """
+    for node in gm.graph.nodes:
+        if node.op != "get_attr":
+            continue
+        owner, _, name = node.target.rpartition(".")
+        mod = gm.get_submodule(owner) if owner else gm
+        value = getattr(mod, name)
+        if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter) and value.is_floating_point():
+            delattr(mod, name)
+            mod.register_parameter(name, nn.Parameter(value.detach(), requires_grad=False))
+
+
 def _strip_aliases(gm: torch.fx.GraphModule) -> None:
     """Drop ``aten.alias`` / ``aten.detach`` nodes (no-ops in a traced, grad-free graph)."""
     for node in list(gm.graph.nodes):
@@ -201,6 +262,7 @@ def trace_step(step: Callable | nn.Module, example_inputs: Sequence[torch.Tensor
     _strip_unused_indices(gm)
     _dedupe(gm, (aten.max_pool2d.default,))
     gm.graph.eliminate_dead_code()
+    _constants_as_parameters(gm)
     gm.graph.lint()
     gm.recompile()
     return gm

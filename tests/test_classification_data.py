@@ -118,7 +118,9 @@ def test_split_train_val_deterministic_and_disjoint():
 def test_datamodule_subset_and_loaders(tmp_path):
     _fake_fashion(tmp_path, n=40, prefix="train")
     _fake_fashion(tmp_path, n=9, prefix="t10k")
-    dm = cd.ClassificationDataModule("fashion-mnist", root=tmp_path, batch_size=8, val_size=10, subset=16)
+    from photoveil.zoo.datamodule import ClassificationDataModule
+
+    dm = ClassificationDataModule("fashion-mnist", root=tmp_path, batch_size=8, val_size=10, subset=16)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (16, 10, 9)
     x, y = next(iter(dm.train_dataloader()))

@@ -64,8 +64,7 @@ def test_argument_validation():
 @pytest.mark.parametrize("name", ["faceapi-resnet34", "faceres"])
 def test_strong_recognizers_separate_fixture_pairs(face_models_dir, name, tmp_path):
     pairs = parse_pairs(FIXTURE / "pairs.txt")
-    rec = lfw_eval.evaluate_model(name, pairs, alignment="landmarks", folds=10,
-                                  cache_dir=face_models_dir)
+    rec = lfw_eval.evaluate_model(name, pairs, alignment="landmarks", folds=10)
     assert rec["accuracy"] >= 0.9, rec
     assert rec["auc"] >= 0.95, rec
 
@@ -74,7 +73,7 @@ def test_strong_recognizers_separate_fixture_pairs(face_models_dir, name, tmp_pa
 def test_eval_command_json(face_models_dir, tmp_path, capsys):
     out = tmp_path / "acc.json"
     args = _args("--models", "mobileface", "--data", str(FIXTURE), "--alignment", "center",
-                 "--json", "--out", str(out), "--cache-dir", str(face_models_dir))
+                 "--json", "--out", str(out))
     assert lfw_eval.main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == printed

@@ -15,6 +15,10 @@ B64 = {s: __import__("base64").b64encode(s.encode()).decode() for s in
        ("SAME", "VALID", "BiasAdd", "Relu", "Relu6", "NHWC")}
 
 
+def _close(a, b, atol):
+    assert a.shape == b.shape and (a - b).abs().max().item() <= atol, (a - b).abs().max().item()
+
+
 def _const(name):
     return {"name": name, "op": "Const", "attr": {}}
 
@@ -142,7 +146,7 @@ def test_every_split_reproduces_full_graph(tiny):
         shallow, rest = g.split(k)
         h = shallow(x)
         multi += isinstance(h, tuple)
-        torch.testing.assert_close(rest(h), full, atol=1e-6, rtol=0)
+        _close(rest(h), full, 1e-6)
     assert multi > 0, "the skip connection should force multi-tensor cuts"
     assert g.clean_cuts() and all(not isinstance(g.split(k)[0](x), tuple) for k in g.clean_cuts())
 
@@ -154,7 +158,7 @@ def test_export_and_gradients(tiny):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
     ep = torch.export.export(g, (torch.randn(2, 3, 9, 8),))
     y = torch.randn(2, 3, 9, 8)
-    torch.testing.assert_close(ep.module()(y), g(y))
+    _close(ep.module()(y), g(y), 1e-5)
 
 
 def test_unsupported_op_names_op_and_node(tiny, tmp_path):

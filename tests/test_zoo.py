@@ -99,6 +99,17 @@ def test_train_writes_loadable_checkpoint(tmp_path):
     assert not model.training and model(torch.rand(1, 1, 32, 32)).shape == (1, 10)
     with pytest.raises(Exception, match="holds vgg13_bn"):
         checkpoints.load_trained("resnet18", path=path)
+    # continue training from it: weights carried over, epochs accumulated, mismatches refused
+    tuned = train(ZooTrainConfig(arch="vgg13_bn", width=0.0625, epochs=1, subset=64, val_size=0, batch_size=64,
+                                 lr=1e-9, init_from=str(path)), tmp_path / "ft", accelerator="cpu", devices=1,
+                  progress=False)
+    ft = torch.load(tuned, weights_only=True)
+    assert ft["config"]["prior_epochs"] == 1
+    w0, w1 = raw["state_dict"]["body.0.0.weight"], ft["state_dict"]["body.0.0.weight"]
+    assert torch.allclose(w0.float(), w1.float(), atol=1e-3)  # lr ~ 0: the init weights survive
+    with pytest.raises(ValueError, match="width"):
+        train(ZooTrainConfig(arch="vgg13_bn", width=0.125, epochs=1, subset=64, val_size=0, init_from=str(path)),
+              tmp_path / "bad", accelerator="cpu", devices=1, progress=False)
 
 
 def test_load_trained_unknown_lists_shipped():

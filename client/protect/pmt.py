@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from photoveil.client.protect import ops
@@ -163,10 +164,47 @@ class PMTStep(nn.Module):
             total = total + ((zt - z).pow(2).mean(1) / energy).sum()
         return total
 
+    def taps(self, model: ShallowModel, v: torch.Tensor) -> list[torch.Tensor]:
+        """The tensors :meth:`embed` flattens and concatenates (pooled when aggregating)."""
+        feats = model(v)
+        if len(feats) == 1:
+            return feats
+        return [F.avg_pool2d(f, self.pool, ceil_mode=True) if f.dim() == 4 and self.pool > 1 else f for f in feats]
+
+    @staticmethod
+    def _mean_all(t: torch.Tensor) -> torch.Tensor:
+        """Per-image mean ``[N, ...] -> [N,1,1,1]`` as 4-D global average pools (XNNPACK
+        runs these; a 2-D ``mean(1)`` it does not)."""
+        if t.dim() == 4:
+            t = t.mean((2, 3), keepdim=True)
+        return t.reshape(t.shape[0], 1, 1, -1).mean((2, 3), keepdim=True)
+
+    @classmethod
+    def feature_grads(cls, zts: list[torch.Tensor], zs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``dJ/dzt`` of one model's term of :meth:`loss`, per tap: ``2 (zt - z) / (D * energy)``
+        with ``D`` and ``energy = mean(z^2)`` over the concatenation of all taps.
+
+        Written out (instead of differentiating the loss) so that the exported step program
+        has no flatten / concat / reduction to a scalar and back; everything stays 4-D.
+        """
+        sizes = [z[0].numel() for z in zs]
+        d = sum(sizes)
+        energy = sum(cls._mean_all(z.pow(2)) * (k / d) for z, k in zip(zs, sizes)).clamp_min(1e-8)
+        denom = energy * (d / 2.0)  # a tensor divisor: div, not reciprocal, in the program
+        return [(zt - z) / (denom if z.dim() == 4 else denom.view(-1, 1)) for zt, z in zip(zts, zs)]
+
     def forward(self, x_t: torch.Tensor, x: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x_t = x_t.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self.loss(x_t, x, noise, theta), x_t)
+            xa, xta = self.augment(x, noise, theta), self.augment(x_t, noise, theta)
+            outs, grads = [], []
+            for m in self.models:  # grad of loss() by the chain rule through each tap
+                with torch.no_grad():
+                    zs = self.taps(m, xa)
+                zts = self.taps(m, xta)
+                outs += zts
+                grads += self.feature_grads([t.detach() for t in zts], zs)
+            (grad,) = torch.autograd.grad(outs, x_t, grad_outputs=grads)
         grad = ops.smooth(grad, self.kernel if self.kernel.numel() else None)
         return (x_t.detach() - self.alpha * grad.sign()).clamp(0.0, 1.0)
 

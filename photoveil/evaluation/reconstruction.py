@@ -145,15 +145,25 @@ def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 20
     loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
                                          drop_last=len(data) > batch_size,
                                          generator=torch.Generator().manual_seed(seed))
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=progress,
-                        enable_model_summary=False, deterministic=False)
     import logging
+    import warnings
 
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-                 "lightning.fabric.utilities.seed"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    trainer.fit(_lightning_module(decoder, lr, epochs), loader)
+    # Lightning's start-up banners (GPU/TPU availability, tips) are noise in a CLI run.
+    quiet = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=progress,
+                                enable_model_summary=False, deterministic=False)
+            trainer.fit(_lightning_module(decoder, lr, epochs), loader)
+    finally:
+        for q, lvl in zip(quiet, levels):
+            q.setLevel(lvl)
     return decoder.eval()
 
 

@@ -664,6 +664,12 @@ class Evaluation:
         if out_dir is not None:
             save_recon_grid(out_dir / f"reconstruction-{auth}.png", x, xt, recon_images)
 
+    def checkpoint(self, out_dir: Path | None) -> None:
+        """Write what is measured so far (a long run leaves usable partial results)."""
+        if out_dir is not None:
+            self.timings["total_s"] = time.perf_counter() - self._t_start
+            write_outputs(out_dir, self)
+
     # -- driver --------------------------------------------------------------------------
     def settings(self) -> list[tuple[str, ...]]:
         if self.cfg.separately:
@@ -690,7 +696,9 @@ class Evaluation:
 
     def run(self, out_dir: Path | None = None) -> list[dict]:
         cfg = self.cfg
-        t_start = time.perf_counter()
+        t_start = self._t_start = time.perf_counter()
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         data = select_data(cfg)
         self.extras["data"] = {"identities": len(data.test), "test_images": len(data.all_paths),
@@ -713,15 +721,19 @@ class Evaluation:
             self.image_metrics(setting, originals, prot_tensor, params)
             if "abuse" in cfg.attacks:
                 self.abuse(data, setting, protected, recognizers, "none", params)
+                self.checkpoint(out_dir)
             if "robustness" in cfg.attacks:
                 t0 = time.perf_counter()
                 for t in cfg.transforms:
                     self.abuse(data, setting, protected, recognizers, t, params, attack="robustness")
                 self.timings["robustness_s"] = time.perf_counter() - t0
+                self.checkpoint(out_dir)
             if "attributes" in cfg.attacks and attrs:
                 self.attribute_attack(setting, originals, prot_tensor, attrs, params)
+                self.checkpoint(out_dir)
             if "reconstruction" in cfg.attacks:
                 self.reconstruction(data, setting, prot, params, out_dir)
+                self.checkpoint(out_dir)
             if out_dir is not None:
                 save_examples(out_dir / f"examples-{'+'.join(setting)}.png", originals[:8], prot_tensor[:8])
             if cfg.sweep:
@@ -895,14 +907,14 @@ def plot_heatmap(path: Path, ev: Evaluation, metric: str = "strict_accuracy") ->
     if not recs:
         return False
     models = list(dict.fromkeys(r["evaluated_model"] for r in recs))
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, float]] = {"clean": {}}
     for r in recs:
         if r["metric"] == f"clean_{metric}":
             if r["transform"] != "none":
                 continue
             label = "clean"
         else:
-            label = r["authorized"] + ("" if r["transform"] == "none" else f" / {r['transform']}")
+            label = f"{ev.cfg.method}: {r['authorized']}" + ("" if r["transform"] == "none" else f" / {r['transform']}")
         rows.setdefault(label, {})[r["evaluated_model"]] = r["value"]
     labels = list(rows)
     mat = np.array([[rows[lab].get(m, np.nan) for m in models] for lab in labels], dtype=float)

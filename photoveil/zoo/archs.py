@@ -137,17 +137,19 @@ class ResNet(ZooNet):
         super().__init__(in_channels, mean, std)
         cin = scaled(64, width)
         self.stem = conv_bn(in_channels, cin)
-        stages = []
+        # torchvision's names (layer1..layer4), so feature taps such as FMD's "layer2" carry over
         for i, (n, c) in enumerate(zip(blocks, (64, 128, 256, 512))):
             cout = scaled(c, width)
+            stage = []
             for j in range(n):
-                stages.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
+                stage.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
                 cin = cout
-        self.stages = nn.Sequential(*stages)
+            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
         self.classifier = nn.Linear(cin, num_classes)
 
     def embed(self, x):
-        return global_pool(self.stages(self.stem(x)))
+        x = self.stem(x)
+        return global_pool(self.layer4(self.layer3(self.layer2(self.layer1(x)))))
 
 
 # ---------------------------------------------------------------------- DenseNet

@@ -47,9 +47,12 @@ def register(sub) -> None:
     t.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 sgd, 0.003 adamw)")
     t.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     t.add_argument("--schedule", choices=("onecycle", "cosine"), default="onecycle")
+    t.add_argument("--crop-padding", type=int, default=2, help="random-crop shift in pixels, 0 = off (default 2)")
+    t.add_argument("--no-hflip", action="store_true", help="no random horizontal flips")
     t.add_argument("--subset", type=_positive_int, default=None, help="use only N training images")
     t.add_argument("--val-size", type=int, default=5000, help="images held out for validation (default 5000)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--init-from", default=None, help="continue training from this checkpoint's weights")
     t.add_argument("--out", default="zoo_runs", help="output folder (default ./zoo_runs)")
     t.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
     t.add_argument("--devices", type=_devices, default="auto", help="Lightning devices: auto or a count")
@@ -76,7 +79,8 @@ def _train(args) -> int:
     try:
         config = ZooTrainConfig(arch=args.arch, dataset=args.dataset, width=args.width, epochs=args.epochs,
                                 batch_size=args.batch_size, optimizer=args.optimizer, lr=lr, schedule=args.schedule,
-                                val_size=args.val_size, subset=args.subset, seed=args.seed, data_root=args.data_root)
+                                val_size=args.val_size, subset=args.subset, seed=args.seed, data_root=args.data_root,
+                                crop_padding=args.crop_padding, hflip=not args.no_hflip, init_from=args.init_from)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc
     path = train(config, args.out, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
@@ -105,7 +109,8 @@ def report_records(root=None, data_root=None, limit: int | None = None, progress
         records.append({
             "arch": cfg["arch"], "dataset": cfg["dataset"],
             "test_accuracy": round(evaluate(model, test, progress=progress), 4), "test_images": len(test),
-            "width": cfg["width"], "params": sum(p.numel() for p in model.parameters()), "epochs": cfg["epochs"],
+            "width": cfg["width"], "params": sum(p.numel() for p in model.parameters()),
+            "epochs": cfg["epochs"] + cfg.get("prior_epochs", 0),
             "trained_test_accuracy": m.get("test_accuracy"), "train_seconds": m.get("train_seconds"),
             "train_images_per_second": m.get("train_images_per_second"), "path": entry["path"],
         })

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from photoveil.data import classification as cdata
 from photoveil.zoo import registry
+from photoveil.zoo.datamodule import ClassificationDataModule
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class ZooTrainConfig:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     data_root: str | None = None    # where the data came from (None = defaults)
+    init_from: str | None = None    # continue from this zoo checkpoint's weights (same arch/width)
+    prior_epochs: int = 0           # epochs already in init_from's weights (set from it)
 
     def __post_init__(self):
         if self.arch not in registry.ARCHS:
@@ -79,6 +82,10 @@ class ZooTrainConfig:
         if not self.mean:
             mean, std = cdata.normalization(self.dataset)
             self.mean, self.std = list(mean), list(std)
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.prior_epochs
 
     def build_model(self) -> torch.nn.Module:
         return registry.create(self.arch, self.num_classes, self.in_channels, self.width, self.mean, self.std)
@@ -126,14 +133,19 @@ class ZooClassifier(L.LightningModule):
         super().__init__()
         self.config = config
         self.model = config.build_model()
-        if config.channels_last:
+        narrow = min(m.out_channels for m in self.model.modules() if isinstance(m, torch.nn.Conv2d))
+        # oneDNN (torch 2.14 CPU) segfaults in the channels-last backward of 4-channel convs
+        self.channels_last = config.channels_last and narrow >= 8
+        if config.channels_last and not self.channels_last:
+            log.warning("channels_last disabled: a conv has only %d channels (oneDNN crash)", narrow)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
     def forward(self, x):
         return self.model(x)
 
     def _prep(self, x):
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def training_step(self, batch, _):
         x, y = batch
@@ -163,10 +175,10 @@ class ZooClassifier(L.LightningModule):
         else:
             opt = torch.optim.AdamW(groups, lr=c.lr)
         steps = int(self.trainer.estimated_stepping_batches)
-        if c.schedule == "onecycle":
+        if c.schedule == "onecycle" and steps >= 8:  # OneCycle's phases need a few steps each
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=c.lr, total_steps=steps, pct_start=0.25)
         else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -179,9 +191,21 @@ def train(config: ZooTrainConfig, out_dir: str | Path, accelerator: str = "auto"
     from photoveil.zoo.checkpoints import evaluate, save_checkpoint
 
     L.seed_everything(config.seed, workers=True, verbose=False)
-    dm = cdata.ClassificationDataModule(config.dataset, config.data_root, config.batch_size, config.val_size,
-                                        config.subset, config.seed, eval_batch_size=eval_batch_size)
+    dm = ClassificationDataModule(config.dataset, config.data_root, config.batch_size, config.val_size,
+                                  config.subset, config.seed, eval_batch_size=eval_batch_size)
+    if config.init_from:
+        from photoveil.zoo.checkpoints import read_checkpoint
+
+        init = read_checkpoint(config.init_from)
+        for key in ("arch", "dataset", "width", "in_channels", "num_classes"):
+            if init["config"][key] != getattr(config, key):
+                raise ValueError(f"--init-from {config.init_from} has {key}={init['config'][key]!r}, "
+                                 f"this run {key}={getattr(config, key)!r}")
+        config.prior_epochs = int(init["config"]["epochs"]) + int(init["config"].get("prior_epochs", 0))
     module = ZooClassifier(config)
+    if config.init_from:
+        module.model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                      for k, v in init["state_dict"].items()})
     trainer = L.Trainer(
         max_epochs=config.epochs, accelerator=accelerator, devices=devices, strategy=strategy,
         logger=False, enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
