@@ -90,17 +90,65 @@ def conv_backward_input(grad_out, inp, weight, bias_sizes, stride, padding, dila
     k = weight.shape[-2:]
     op = [_out_padding(inp.shape[2 + i], grad_out.shape[2 + i], k[i], stride[i], padding[i], dilation[i])
           for i in range(2)]
-    if groups == 1 and list(stride) == [1, 1] and op == [0, 0]:
-        pad = [dilation[i] * (k[i] - 1) - padding[i] for i in range(2)]
-        if min(pad) >= 0:
+    if groups == 1 and list(dilation) == [1, 1]:
+        if list(stride) == [1, 1] and op == [0, 0] and all(k[i] - 1 - padding[i] >= 0 for i in range(2)):
             flipped = _constant(lambda: weight.detach().flip(2, 3).transpose(0, 1).contiguous())
-            grad_in = aten.convolution.default(grad_out, flipped, None, [1, 1], pad, list(dilation),
-                                               False, [0, 0], 1)
+            pad = [k[i] - 1 - padding[i] for i in range(2)]
+            grad_in = aten.convolution.default(grad_out, flipped, None, [1, 1], pad, [1, 1], False, [0, 0], 1)
             return grad_in, None, None
+        if min(stride) > 1:
+            return polyphase_input_grad(grad_out, weight, list(stride), list(padding), inp.shape[-2:]), None, None
     w = _constant(lambda: weight.detach().clone())
     grad_in = aten.convolution.default(grad_out, w, None, list(stride), list(padding), list(dilation),
                                        True, op, groups)
     return grad_in, None, None
+
+
+def polyphase_input_grad(grad_out, weight, stride, padding, in_hw):
+    """Input gradient of a strided conv (groups 1, dilation 1) without a deconvolution.
+
+    Per dimension, input pixel ``i = s*q + a - p`` of phase ``a = (i + p) mod s`` gets
+    ``sum_m g[q - m] * W[a + s*m]``: a stride-1 correlation of the output gradient with
+    the phase's sub-kernel, flipped. One convolution computes all ``s*s`` phases as
+    ``C_in * s*s`` channels (sub-kernels zero-padded to ``ceil(k / s)``), a one-hot grouped
+    ``s x s`` / stride-``s`` transposed conv interleaves them (depth-to-space) and a slice
+    drops the padding. XNNPACK's strided deconvolution with few output channels (the
+    stem's 3) is ~3x slower than this.
+    """
+    c_out, c_in, kh, kw = weight.shape
+    sh, sw = stride
+    ph, pw = padding
+    big_kh, big_kw = -(-kh // sh), -(-kw // sw)
+    o_h, o_w = grad_out.shape[-2:]
+    h, w = in_hw
+
+    def make_phases():
+        wt = weight.detach()
+        out = torch.zeros(c_in, sh * sw, c_out, big_kh, big_kw, dtype=wt.dtype, device=wt.device)
+        for a in range(sh):
+            for b in range(sw):
+                sub = wt[:, :, a::sh, b::sw]  # [C_out, C_in, <=K, <=K]
+                sub = torch.nn.functional.pad(sub, (0, big_kw - sub.shape[3], 0, big_kh - sub.shape[2]))
+                out[:, a * sw + b] = sub.flip(2, 3).transpose(0, 1)
+        return out.reshape(c_in * sh * sw, c_out, big_kh, big_kw).contiguous()
+
+    def make_shuffle():
+        e = torch.zeros(c_in * sh * sw, 1, sh, sw, dtype=weight.dtype, device=weight.device)
+        for a in range(sh):
+            for b in range(sw):
+                e[a * sw + b::sh * sw, 0, a, b] = 1.0
+        return e
+
+    phases_w, shuffle_w = _constant(make_phases), _constant(make_shuffle)
+    # phase outputs q = 0 .. L-1 (L = O + K - 1, the full correlation) need g[q - m], m < K:
+    # pad K-1 on every side, plus enough on the bottom/right that s*L covers p + H
+    extra_h = max(0, -(-(ph + h) // sh) - (o_h + big_kh - 1))
+    extra_w = max(0, -(-(pw + w) // sw) - (o_w + big_kw - 1))
+    g = aten.constant_pad_nd.default(grad_out, [big_kw - 1, big_kw - 1 + extra_w, big_kh - 1, big_kh - 1 + extra_h], 0.0)
+    phases = aten.convolution.default(g, phases_w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
+    full = aten.convolution.default(phases, shuffle_w, None, [sh, sw], [0, 0], [1, 1], True, [0, 0], c_in)
+    full = aten.slice.Tensor(full, 2, ph, ph + h)
+    return aten.slice.Tensor(full, 3, pw, pw + w)
 
 
 def maxpool_backward_exact(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices):
@@ -126,34 +174,60 @@ def _onehot_window(c: int, kh: int, kw: int, dtype, device) -> torch.Tensor:
                      .view(kh * kw, 1, kh, kw).repeat(c, 1, 1, 1))
 
 
+def _space_to_phases(t, s: int):
+    """``[N,C,s*P,s*P] -> [N, s*s*C, P, P]`` with channel ``(a*s + b)*C + c`` holding
+    ``t[..., s*i + a, s*j + b]`` (phase-major, so one phase is a stride-1 channel slice)."""
+    n, c, h, w = t.shape
+    t = aten.view.default(t, [n, c, h // s, s, w // s, s])
+    t = aten.permute.default(t, [0, 3, 5, 1, 2, 4])
+    return aten.clone.default(t, memory_format=torch.contiguous_format).view(n, s * s * c, h // s, w // s)
+
+
+def _phases_to_space(t, s: int, c: int):
+    """Inverse of :func:`_space_to_phases`."""
+    n, _, p, q = t.shape
+    t = aten.view.default(t, [n, s, s, c, p, q])
+    t = aten.permute.default(t, [0, 3, 4, 1, 5, 2])
+    return aten.clone.default(t, memory_format=torch.contiguous_format).view(n, c, p * s, q * s)
+
+
 def maxpool_backward_fast(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices):
-    """``max_pool2d_with_indices_backward`` without indices, from conv / mul / add / clamp."""
+    """``max_pool2d_with_indices_backward`` without indices or scatter, from slices, pads,
+    mul / add / clamp and a space-to-depth permute.
+
+    Window offset ``(kh, kw)`` of output ``o`` reads input ``s*o + kh``, i.e. phase
+    ``(kh % s, kw % s)`` of the input at ``o + (kh // s, kw // s)``: a stride-1 slice of
+    the phase. Its gradient share is ``g[o] * [x == max]`` (the mask as ``clamp((x - max) *
+    BIG + 1, 0, 1)``), padded back into place within the phase; the phases are summed and
+    interleaved back to full resolution.
+    """
     kh, kw = (list(kernel_size) * 2)[:2]
     sh, sw = (list(stride) * 2)[:2] if stride else (kh, kw)
     pads = (list(padding) * 2)[:2]
     dil = (list(dilation) * 2)[:2]
-    if ceil_mode or any(pads) or dil != [1, 1]:
+    if ceil_mode or any(pads) or dil != [1, 1] or sh != sw or sh > kh or sw > kw:
         return maxpool_backward_exact(grad_out, inp, kernel_size, stride, padding, dilation, ceil_mode, indices)
+    s = sh
     n, c, h, w = inp.shape
     oh, ow = grad_out.shape[-2:]
-    kk = kh * kw
-    onehot = _onehot_window(c, kh, kw, inp.dtype, inp.device)
-    # every window offset of every output position: [N, C*K, OH, OW]
-    windows = aten.convolution.default(inp, onehot, None, [sh, sw], [0, 0], [1, 1], False, [0, 0], c)
-    pooled = aten.max_pool2d.default(inp, [kh, kw], [sh, sw], [0, 0], [1, 1], False)
-    # pooled max and output gradient repeated K times per channel, [N, C*K, OH, OW], by a
-    # 1x1 depthwise conv with channel multiplier K (all 4-D: XNNPACK mis-handles 5-D views
-    # between channels-last ops in executorch 1.5.1)
-    rep = _constant(lambda: torch.ones(c * kk, 1, 1, 1, dtype=inp.dtype, device=inp.device))
-    pooled_k = aten.convolution.default(pooled, rep, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c)
-    grad_k = aten.convolution.default(grad_out, rep, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c)
-    mask = aten.clamp.default(aten.add.Tensor(aten.mul.Tensor(aten.sub.Tensor(windows, pooled_k), BIG), 1.0), 0.0, 1.0)
-    routed = aten.mul.Tensor(mask, grad_k)
-    op = [_out_padding(h, oh, kh, sh, 0, 1), _out_padding(w, ow, kw, sw, 0, 1)]
-    # a separate copy of the one-hot weight: XNNPACK packs a shared constant for only one
-    # of a convolution and a deconvolution (wrong results in executorch 1.5.1)
-    scatter = _onehot_window(c, kh, kw, inp.dtype, inp.device)
-    return aten.convolution.default(routed, scatter, None, [sh, sw], [0, 0], [1, 1], True, op, c)
+    ph = max(oh + (kh - 1) // s, -(-h // s))
+    pw = max(ow + (kw - 1) // s, -(-w // s))
+    pooled = aten.max_pool2d.default(inp, [kh, kw], [s, s], [0, 0], [1, 1], False)
+    x = aten.constant_pad_nd.default(inp, [0, s * pw - w, 0, s * ph - h], 0.0)
+    phases_x = _space_to_phases(x, s)
+    shares: dict[int, object] = {}
+    for a_h in range(kh):
+        for a_w in range(kw):
+            phase = (a_h % s) * s + a_w % s
+            dh, dw = a_h // s, a_w // s
+            xk = aten.slice.Tensor(phases_x, 1, phase * c, (phase + 1) * c)
+            xk = aten.slice.Tensor(aten.slice.Tensor(xk, 2, dh, dh + oh), 3, dw, dw + ow)
+            mask = aten.clamp.default(aten.add.Tensor(aten.mul.Tensor(aten.sub.Tensor(xk, pooled), BIG), 1.0), 0.0, 1.0)
+            share = aten.constant_pad_nd.default(aten.mul.Tensor(mask, grad_out),
+                                                 [dw, pw - ow - dw, dh, ph - oh - dh], 0.0)
+            shares[phase] = share if phase not in shares else aten.add.Tensor(shares[phase], share)
+    full = _phases_to_space(aten.cat.default([shares[i] for i in range(s * s)], 1), s, c)
+    return aten.slice.Tensor(aten.slice.Tensor(full, 2, 0, h), 3, 0, w)
 
 
 def threshold_backward_fast(grad, y, threshold):

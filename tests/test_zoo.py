@@ -89,12 +89,13 @@ def test_train_writes_loadable_checkpoint(tmp_path):
     from photoveil.zoo.train import train
 
     config = ZooTrainConfig(arch="vgg13_bn", width=0.0625, epochs=1, subset=256, val_size=128, batch_size=64)
-    path = train(config, tmp_path, accelerator="cpu", devices=1, progress=False)
+    path = train(config, tmp_path, accelerator="cpu", devices=1, progress=False, test_limit=200)
     assert path == tmp_path / "fashion-mnist" / "vgg13_bn.pt"
     raw = torch.load(path, weights_only=True)
     assert raw["config"]["width"] == 0.0625 and raw["config"]["mean"] == [0.219]
     assert all(v.dtype in (torch.float16, torch.int64) for v in raw["state_dict"].values())
     assert 0.0 <= raw["metrics"]["test_accuracy"] <= 1.0 and raw["metrics"]["train_images"] == 256
+    assert raw["metrics"]["test_images"] == 200
     model = checkpoints.load_trained("vgg13_bn", path=path)
     assert not model.training and model(torch.rand(1, 1, 32, 32)).shape == (1, 10)
     with pytest.raises(Exception, match="holds vgg13_bn"):
@@ -102,7 +103,7 @@ def test_train_writes_loadable_checkpoint(tmp_path):
     # continue training from it: weights carried over, epochs accumulated, mismatches refused
     tuned = train(ZooTrainConfig(arch="vgg13_bn", width=0.0625, epochs=1, subset=64, val_size=0, batch_size=64,
                                  lr=1e-9, init_from=str(path)), tmp_path / "ft", accelerator="cpu", devices=1,
-                  progress=False)
+                  progress=False, test_limit=10)
     ft = torch.load(tuned, weights_only=True)
     assert ft["config"]["prior_epochs"] == 1
     w0, w1 = raw["state_dict"]["body.0.0.weight"], ft["state_dict"]["body.0.0.weight"]

@@ -183,10 +183,12 @@ class ZooClassifier(L.LightningModule):
 
 
 def train(config: ZooTrainConfig, out_dir: str | Path, accelerator: str = "auto", devices="auto",
-          strategy: str = "auto", progress: bool = True, eval_batch_size: int = 500) -> Path:
+          strategy: str = "auto", progress: bool = True, eval_batch_size: int = 500,
+          test_limit: int | None = None) -> Path:
     """Train ``config``, measure full-test-set accuracy, save ``<out_dir>/<dataset>/<arch>.pt``.
 
-    Returns the checkpoint path (written by the global-zero process only under DDP).
+    ``test_limit`` evaluates on the first N test images only (quick tests). Returns the
+    checkpoint path (written by the global-zero process only under DDP).
     """
     from photoveil.zoo.checkpoints import evaluate, save_checkpoint
 
@@ -219,13 +221,16 @@ def train(config: ZooTrainConfig, out_dir: str | Path, accelerator: str = "auto"
     path = Path(out_dir) / config.dataset / f"{config.arch}.pt"
     if trainer.is_global_zero:
         model = module.model.to("cpu", memory_format=torch.contiguous_format).eval()
-        test_acc = evaluate(model, cdata.load_classification(config.dataset, "test", config.data_root),
-                            batch_size=eval_batch_size, progress=progress)
+        test_set = cdata.load_classification(config.dataset, "test", config.data_root)
+        if test_limit:
+            test_set = torch.utils.data.Subset(test_set, range(min(test_limit, len(test_set))))
+        test_acc = evaluate(model, test_set, batch_size=eval_batch_size, progress=progress)
         n_train = len(dm.train_set)
         metrics = {
             "test_accuracy": test_acc, "val_accuracy": val_acc, "train_seconds": round(train_seconds, 1),
             "train_images_per_second": round(n_train * config.epochs / train_seconds, 1),
             "params": sum(p.numel() for p in model.parameters()), "train_images": n_train,
+            "test_images": len(test_set),
         }
         save_checkpoint(path, config, model, metrics)
         log.info("%s: test accuracy %.4f, %.0f s, saved %s", config.arch, test_acc, train_seconds, path)
