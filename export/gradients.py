@@ -110,10 +110,9 @@ def polyphase_input_grad(grad_out, weight, stride, padding, in_hw):
     Per dimension, input pixel ``i = s*q + a - p`` of phase ``a = (i + p) mod s`` gets
     ``sum_m g[q - m] * W[a + s*m]``: a stride-1 correlation of the output gradient with
     the phase's sub-kernel, flipped. One convolution computes all ``s*s`` phases as
-    ``C_in * s*s`` channels (sub-kernels zero-padded to ``ceil(k / s)``), a one-hot grouped
-    ``s x s`` / stride-``s`` transposed conv interleaves them (depth-to-space) and a slice
-    drops the padding. XNNPACK's strided deconvolution with few output channels (the
-    stem's 3) is ~3x slower than this.
+    ``s*s * C_in`` channels (sub-kernels zero-padded to ``ceil(k / s)``), a depth-to-space
+    permute interleaves them and a slice drops the padding. XNNPACK's strided
+    deconvolution (executorch 1.5.1) is ~3-10x slower than this.
     """
     c_out, c_in, kh, kw = weight.shape
     sh, sw = stride
@@ -124,29 +123,37 @@ def polyphase_input_grad(grad_out, weight, stride, padding, in_hw):
 
     def make_phases():
         wt = weight.detach()
-        out = torch.zeros(c_in, sh * sw, c_out, big_kh, big_kw, dtype=wt.dtype, device=wt.device)
+        out = torch.zeros(sh * sw, c_in, c_out, big_kh, big_kw, dtype=wt.dtype, device=wt.device)
         for a in range(sh):
             for b in range(sw):
                 sub = wt[:, :, a::sh, b::sw]  # [C_out, C_in, <=K, <=K]
                 sub = torch.nn.functional.pad(sub, (0, big_kw - sub.shape[3], 0, big_kh - sub.shape[2]))
-                out[:, a * sw + b] = sub.flip(2, 3).transpose(0, 1)
-        return out.reshape(c_in * sh * sw, c_out, big_kh, big_kw).contiguous()
+                out[a * sw + b] = sub.flip(2, 3).transpose(0, 1)
+        return out.reshape(sh * sw * c_in, c_out, big_kh, big_kw).contiguous()
 
-    def make_shuffle():
-        e = torch.zeros(c_in * sh * sw, 1, sh, sw, dtype=weight.dtype, device=weight.device)
+    def make_shuffle():  # one-hot s x s deconv kernel: phase-major channel -> its pixel
+        e = torch.zeros(sh * sw * c_in, 1, sh, sw, dtype=weight.dtype, device=weight.device)
         for a in range(sh):
             for b in range(sw):
-                e[a * sw + b::sh * sw, 0, a, b] = 1.0
-        return e
+                e[(a * sw + b) * c_in:(a * sw + b + 1) * c_in, 0, a, b] = 1.0
+        return e.view(sh * sw, c_in, 1, sh, sw).transpose(0, 1).reshape(c_in * sh * sw, 1, sh, sw)
 
-    phases_w, shuffle_w = _constant(make_phases), _constant(make_shuffle)
+    phases_w = _constant(make_phases)
     # phase outputs q = 0 .. L-1 (L = O + K - 1, the full correlation) need g[q - m], m < K:
     # pad K-1 on every side, plus enough on the bottom/right that s*L covers p + H
     extra_h = max(0, -(-(ph + h) // sh) - (o_h + big_kh - 1))
     extra_w = max(0, -(-(pw + w) // sw) - (o_w + big_kw - 1))
     g = aten.constant_pad_nd.default(grad_out, [big_kw - 1, big_kw - 1 + extra_w, big_kh - 1, big_kh - 1 + extra_h], 0.0)
     phases = aten.convolution.default(g, phases_w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1)
-    full = aten.convolution.default(phases, shuffle_w, None, [sh, sw], [0, 0], [1, 1], True, [0, 0], c_in)
+    if sh == sw:  # depth-to-space as a permute (XNNPACK's deconvolution is slow here)
+        full = _phases_to_space(phases, sh, c_in)
+    else:  # channels back to c-major, then a one-hot grouped deconvolution
+        lp, lq = phases.shape[-2:]
+        phases = aten.view.default(phases, [phases.shape[0], sh * sw, c_in, lp, lq])
+        phases = aten.clone.default(aten.permute.default(phases, [0, 2, 1, 3, 4]),
+                                    memory_format=torch.contiguous_format).view(phases.shape[0], -1, lp, lq)
+        full = aten.convolution.default(phases, _constant(make_shuffle), None, [sh, sw], [0, 0], [1, 1],
+                                        True, [0, 0], c_in)
     full = aten.slice.Tensor(full, 2, ph, ph + h)
     return aten.slice.Tensor(full, 3, pw, pw + w)
 
@@ -226,8 +233,46 @@ def maxpool_backward_fast(grad_out, inp, kernel_size, stride, padding, dilation,
             share = aten.constant_pad_nd.default(aten.mul.Tensor(mask, grad_out),
                                                  [dw, pw - ow - dw, dh, ph - oh - dh], 0.0)
             shares[phase] = share if phase not in shares else aten.add.Tensor(shares[phase], share)
-    full = _phases_to_space(aten.cat.default([shares[i] for i in range(s * s)], 1), s, c)
+    stacked = shares[0] if s == 1 else aten.cat.default([shares[i] for i in range(s * s)], 1)
+    full = _phases_to_space(stacked, s, c)
     return aten.slice.Tensor(aten.slice.Tensor(full, 2, 0, h), 3, 0, w)
+
+
+def avgpool_backward(grad_out, inp, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    """``avg_pool2d_backward`` (no portable kernel in executorch 1.5.1).
+
+    Non-overlapping windows (kernel == stride, no padding): every input pixel of a window
+    gets ``g / k^2``: the scaled gradient copied into all ``s*s`` phases and interleaved
+    (depth-to-space), zero-padded where floor mode dropped rows/columns. Otherwise
+    PyTorch's own decomposition.
+    """
+    kh, kw = (list(kernel_size) * 2)[:2]
+    sh, sw = (list(stride) * 2)[:2] if stride else (kh, kw)
+    n, c, h, w = inp.shape
+    oh, ow = grad_out.shape[-2:]
+    if (kh, kw) == (sh, sw) and sh == sw and not any(padding) and not ceil_mode and divisor_override is None:
+        s = sh
+        g = aten.mul.Tensor(grad_out, 1.0 / (kh * kw))
+        full = _phases_to_space(aten.cat.default([g] * (s * s), 1) if s > 1 else g, s, c)
+        return aten.constant_pad_nd.default(full, [0, w - s * ow, 0, h - s * oh], 0.0)
+    from torch._decomp import decomposition_table
+
+    return decomposition_table[aten.avg_pool2d_backward.default](
+        grad_out, inp, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def constant_pad_crop(t, pad, value=0.0):
+    """``constant_pad_nd`` with negative pads (a crop: what the backward of ``F.pad``
+    emits) as stride-1 slices, then a pad with the non-negative parts. The portable
+    kernel rejects negative pads. Non-negative pads: left as they are."""
+    if all(p >= 0 for p in pad):
+        return NotImplemented
+    for i in range(len(pad) // 2):
+        dim = t.dim() - 1 - i
+        lo, hi = pad[2 * i], pad[2 * i + 1]
+        if lo < 0 or hi < 0:
+            t = aten.slice.Tensor(t, dim, max(-lo, 0), t.shape[dim] - max(-hi, 0))
+    return aten.constant_pad_nd.default(t, [max(p, 0) for p in pad], value)
 
 
 def threshold_backward_fast(grad, y, threshold):
@@ -246,7 +291,9 @@ def decompositions(mode: str = "fast") -> dict:
     """The ``make_fx`` decomposition table of ``mode`` (``fast`` | ``exact``)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    table: dict = {aten.convolution_backward.default: conv_backward_input}
+    table: dict = {aten.convolution_backward.default: conv_backward_input,
+                   aten.avg_pool2d_backward.default: avgpool_backward,
+                   aten.constant_pad_nd.default: constant_pad_crop}
     if mode == "exact":
         table[aten.max_pool2d_with_indices_backward.default] = maxpool_backward_exact
     else:

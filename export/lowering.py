@@ -59,6 +59,8 @@ class LowerOptions:
         split: the model's split layer (shallow / step programs), else None.
         extra: anything else the client needs (step size, eps, default steps, ...).
         delegate: lower to XNNPACK (False: portable kernels only; for comparisons).
+        methods: further methods of the same program, ``name -> (module, example_inputs)``
+            (e.g. the FMD step's ``prepare``); the main module is method ``forward``.
     """
 
     method: str
@@ -73,6 +75,7 @@ class LowerOptions:
     split: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     delegate: bool = True
+    methods: dict[str, tuple[Any, tuple[torch.Tensor, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.method:
@@ -143,15 +146,16 @@ def program_operators(exec_prog) -> tuple[list[str], dict[str, int]]:
     """(delegate backend ids, non-delegated operator -> count) of a lowered program."""
     from collections import Counter
 
-    plan = exec_prog.executorch_program.execution_plan[0]
-    delegates = [d.id for d in plan.delegates]
-    ops = Counter()
-    for chain in plan.chains:
-        for ins in chain.instructions:
-            args = ins.instr_args
-            if type(args).__name__ == "KernelCall":
-                op = plan.operators[args.op_index]
-                ops[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
+    delegates: list[str] = []
+    ops: Counter = Counter()
+    for plan in exec_prog.executorch_program.execution_plan:
+        delegates += [d.id for d in plan.delegates]
+        for chain in plan.chains:
+            for ins in chain.instructions:
+                args = ins.instr_args
+                if type(args).__name__ == "KernelCall":
+                    op = plan.operators[args.op_index]
+                    ops[f"{op.name}.{op.overload}" if op.overload else op.name] += 1
     return delegates, dict(ops)
 
 
@@ -167,8 +171,12 @@ def lower(module: nn.Module, example_inputs, options: LowerOptions) -> Lowered:
         module = quantize_pt2e(module, inputs, options.calibration)
     with torch.no_grad():
         exported = torch.export.export(module, inputs, strict=False)
+        programs = {"forward": exported}
+        for name, (mod, ins) in options.methods.items():
+            programs[name] = torch.export.export(mod.eval() if isinstance(mod, nn.Module) else mod,
+                                                 _as_tuple(ins), strict=False)
     edge = to_edge_transform_and_lower(
-        exported,
+        programs if options.methods else exported,
         partitioner=[XnnpackPartitioner()] if options.delegate else None,
         compile_config=EdgeCompileConfig(_check_ir_validity=False),
     )
@@ -204,6 +212,7 @@ def build_manifest(options: LowerOptions, inputs: tuple[torch.Tensor, ...], outp
         "photoveil_version": __version__,
         "inputs": _describe(inputs, options.input_names, "input", options.layout),
         "outputs": _describe(outputs, options.output_names, "output", options.layout),
+        "methods": ["forward", *options.methods],
         "layout": options.layout,
         "normalisation": options.normalisation,
         "split": options.split,
@@ -244,23 +253,3 @@ def export_program(module: nn.Module, example_inputs, options: LowerOptions, out
     manifest_path = out / MANIFEST
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Artifact(pte, manifest_path, manifest, lowered)
-
-
-def read_manifest(pte_or_dir: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """(.pte path, manifest) of an artifact folder or of a .pte inside one.
-
-    Raises:
-        NotFound: no .pte / no manifest.json there.
-    """
-    from photoveil.errors import NotFound
-
-    path = Path(pte_or_dir)
-    folder = path if path.is_dir() else path.parent
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise NotFound(f"no {MANIFEST} beside {path}; export the program with `photoveil export ...`")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    pte = path if path.suffix == ".pte" else folder / str(manifest.get("program", ""))
-    if not pte.is_file():
-        raise NotFound(f"no program {pte.name!r} in {folder} (named by its {MANIFEST})")
-    return pte, manifest

@@ -130,12 +130,28 @@ class FMDStep(nn.Module):
         super().__init__()
         self.classifier, self.eps, self.alpha, self.lam = classifier, eps, alpha, lam
 
+    def loss(self, x_star: torch.Tensor, feat_x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``J = MSE(f_l(x*), f_l(x)) - lambda * CE(f(x*), y)`` (what the step ascends)."""
+        logits, feat = self.classifier(x_star)
+        return F.mse_loss(feat, feat_x) - self.lam * F.cross_entropy(logits, y)
+
+    def output_grads(self, logits, feat, feat_x, y):
+        """``(dJ/dlogits, dJ/dfeat)`` of :meth:`loss`, written out: ``-lambda (softmax - onehot) / N``
+        and ``2 (feat - feat_x) / numel``. The step back-propagates these instead of
+        differentiating the loss, so the exported program has no loss reductions (which
+        XNNPACK does not run) — only a softmax and elementwise ops."""
+        classes = torch.arange(logits.shape[1], device=logits.device)
+        onehot = (classes[None, :] == y[:, None]).to(logits.dtype)  # traceable one-hot
+        g_logits = (torch.softmax(logits, dim=1) - onehot) * (-self.lam / logits.shape[0])
+        g_feat = (feat - feat_x) * (2.0 / feat.numel())
+        return g_logits, g_feat
+
     def forward(self, x_star: torch.Tensor, x: torch.Tensor, feat_x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x_star = x_star.detach().requires_grad_(True)
             logits, feat = self.classifier(x_star)
-            j = F.mse_loss(feat, feat_x) - self.lam * F.cross_entropy(logits, y)
-            (grad,) = torch.autograd.grad(j, x_star)
+            g_logits, g_feat = self.output_grads(logits.detach(), feat.detach(), feat_x, y)
+            (grad,) = torch.autograd.grad([logits, feat], x_star, grad_outputs=[g_logits, g_feat])
         x_next = (x_star.detach() + self.alpha * grad.sign()).clamp(0.0, 1.0)
         return torch.minimum(torch.maximum(x_next, x - self.eps), x + self.eps)
 

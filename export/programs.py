@@ -1,0 +1,218 @@
+"""The on-device programs of the three methods, ready for :func:`lowering.export_program`.
+
+Each builder returns a :class:`Program`: the module to lower (for the step programs, the
+autograd-free graph of :func:`gradients.trace_step`), example inputs (batch 1 unless told),
+the :class:`~photoveil.export.lowering.LowerOptions` that name it in the manifest, and the
+eager reference the bench and the tests compare against.
+
+* ``generator``: ``x -> clamp(x + strength * U(x), 0, 1)`` (one U-Net pass);
+* ``shallow``: ``x -> E_c(x)``, the features uploaded in the upload-features case;
+* ``pmt-step``: ``(x_t, x, noise, theta) -> x_t_next``, one PMT iteration (augmentation
+  draws are inputs, so the program is deterministic); method ``features`` of the same
+  program is the shallow forward at the split point;
+* ``fmd-step``: ``(x_star, x, feat_x, y) -> x_star_next``, one FMD iteration through the
+  authorized recognizer with its gallery head; method ``prepare`` gives ``(logits,
+  feat_x)`` of the clean image (the host takes ``y = argmax logits``).
+
+Example::
+
+    >>> prog = pmt_step_program("faceapi-resnet34", size=112)
+    >>> art = export_program(prog.module, prog.inputs, prog.options, "out/pmt-step")
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from photoveil.export.lowering import LowerOptions
+from photoveil.errors import InvalidInput
+
+PROGRAMS = ("generator", "shallow", "pmt-step", "fmd-step")
+
+
+@dataclass
+class Program:
+    """A module to lower, its example inputs, its options and the eager reference."""
+
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    options: LowerOptions
+    eager: Callable[..., Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class GeneratorForward(nn.Module):
+    """``clamp(x + strength * U(x), 0, 1)`` — what ``GeneratorProtector`` computes."""
+
+    def __init__(self, net: nn.Module, strength: float = 1.0):
+        super().__init__()
+        self.net, self.strength = net.eval(), float(strength)
+
+    def perturbation(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = 2 ** getattr(self.net, "depth", 0)
+        if not hasattr(self.net, "inc") or h % m or w % m:
+            return self.net.perturbation(x)
+        # the size needs no padding: the U-Net without its pad / crop (which export as
+        # int64 index arithmetic that XNNPACK does not run)
+        net = self.net
+        skips = [net.inc(x)]
+        for down in net.downs:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for up in net.ups:
+            y = up(y, skips.pop())
+        return net.outc(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x + self.strength * self.perturbation(x), 0.0, 1.0)
+
+
+class UploadFeatures(nn.Module):
+    """Split-point features of a :class:`ShallowModel` (its last tap)."""
+
+    def __init__(self, shallow: nn.Module):
+        super().__init__()
+        self.shallow = shallow.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shallow(x)[-1]
+
+
+def _size(size, default) -> tuple[int, int]:
+    if size is None:
+        return tuple(default)
+    if isinstance(size, int):
+        size = (size, size)
+    h, w = size
+    if not (8 <= h <= 1024 and 8 <= w <= 1024):
+        raise InvalidInput(f"input size must be in 8..1024 pixels, got {h}x{w}")
+    return int(h), int(w)
+
+
+def _rand(*shape, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def generator_program(net: nn.Module, size=112, batch: int = 1, strength: float = 1.0, model_id: str = "",
+                      **lower_opts) -> Program:
+    """Generator forward at ``size`` for a ``UNetGenerator`` ``net``."""
+    h, w = _size(size, (112, 112))
+    mod = GeneratorForward(net, strength).eval()
+    x = _rand(batch, net.in_channels, h, w)
+    opts = LowerOptions(method="generator", model_id=model_id, program="generator", input_names=["image"],
+                        output_names=["protected"], extra={"strength": strength, **net.config()}, **lower_opts)
+    return Program(mod, (x,), opts, mod)
+
+
+def _facenet(model, cache_dir=None):
+    if isinstance(model, str):
+        from photoveil.facemodels import registry
+
+        return registry.load(model, cache_dir=cache_dir)
+    return model
+
+
+def shallow_program(model="faceapi-resnet34", split: str | None = None, size=None, batch: int = 1,
+                    cache_dir=None, **lower_opts) -> Program:
+    """Shallow forward ``E_c`` of a registry recognizer (name or loaded ``FaceNet``)."""
+    from photoveil.client.protect.shallow import from_facenet
+
+    net = _facenet(model, cache_dir)
+    spec = net.spec
+    split = split or spec.default_split
+    if split is None:
+        raise InvalidInput(f"{spec.name} has no default split; pass one of {', '.join(spec.split_points)}")
+    mod = UploadFeatures(from_facenet(net, [split]))
+    h, w = _size(size, spec.input_size)
+    x = _rand(batch, 3, h, w)
+    opts = LowerOptions(method="shallow", model_id=spec.name, program="shallow", split=split,
+                        input_names=["image"], output_names=["features"], **lower_opts)
+    return Program(mod, (x,), opts, mod)
+
+
+def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: int = 1, mode: str = "fast",
+                     cache_dir=None, with_features: bool = True, **lower_opts) -> Program:
+    """One PMT iteration for the authorized model(s) (registry names, FaceNets or
+    ShallowModels), traced with the XNNPACK-friendly backward rewrites of ``mode``."""
+    from photoveil.client.protect.pmt import PMTConfig, PMTProtector
+    from photoveil.export.gradients import trace_step
+
+    config = config or PMTConfig()
+    if isinstance(models, (str, nn.Module)):
+        models = [models]
+    models = [_facenet(m, cache_dir) for m in models]
+    prot = PMTProtector(models, config, cache_dir=cache_dir)
+    specs = [getattr(m, "spec", None) for m in models]
+    default = specs[0].input_size if specs[0] is not None else (112, 112)
+    h, w = _size(size, default)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, h, w, generator=g)
+    x_t = prot.initial(x, g)
+    noise, theta = prot.draws(x, g)
+    inputs = (x_t, x, noise, theta)
+    gm = trace_step(prot.step, inputs, mode=mode)
+    methods = {}
+    if with_features:
+        methods["features"] = (UploadFeatures(prot.models[0]), (x,))
+    cfg = prot.config
+    params = {"step_size": cfg.step_size, "steps": cfg.steps, "init": cfg.init, "init_sigma": cfg.init_sigma,
+              "augment": cfg.augment, "aug_sigma": cfg.aug_sigma, "aug_affine": cfg.aug_affine,
+              "pool": cfg.pool, "kernel": cfg.kernel, "kernel_length": cfg.kernel_length,
+              "layers": list(cfg.layers), "models": [m.name for m in prot.models], "trace_mode": mode,
+              "units": "pixel quantities in 0-255 units; noise input already scaled to [0,1] units"}
+    opts = LowerOptions(method="pmt-step", model_id="+".join(m.name for m in prot.models), program="pmt-step",
+                        split=prot.models[0].points[-1], input_names=["x_t", "x", "noise", "theta"],
+                        output_names=["x_t_next"], extra=params, methods=methods, **lower_opts)
+    return Program(gm, inputs, opts, prot.step, meta={"protector": prot})
+
+
+def gallery_classifier(model="faceapi-resnet34", split: str | None = None, gallery=None, labels=None,
+                       cache_dir=None):
+    """The authorized recognizer with its gallery head (FMD's classifier).
+
+    ``gallery``/``labels``: enrolled images ``[M,3,H,W]`` and identity labels; default: the
+    identities shipped in ``photoveil/assets/faces`` (center-aligned).
+    """
+    from photoveil.client.protect.fmd import GalleryClassifier
+
+    net = _facenet(model, cache_dir)
+    split = split or net.spec.default_split
+    if gallery is None:
+        from photoveil.data.faces import FaceDataset
+        from photoveil.paths import ASSETS
+
+        ds = FaceDataset(ASSETS / "faces", net.spec.input_size[0], alignment="center", cache_dir=cache_dir)
+        gallery = torch.stack([ds[i][0] for i in range(len(ds))])
+        labels = torch.tensor([ds[i][1] for i in range(len(ds))])
+    return GalleryClassifier.from_facenet(net, split, gallery, labels), net.spec.name, split
+
+
+def fmd_step_program(classifier: nn.Module, config=None, size=(150, 150), batch: int = 1, mode: str = "fast",
+                     model_id: str = "", split: str | None = None, **lower_opts) -> Program:
+    """One FMD iteration through ``classifier`` (``(logits, feature_map)``), plus the
+    ``prepare`` method ``x -> (logits, feat_x)``."""
+    from photoveil.client.protect.fmd import FMDConfig, FMDProtector
+    from photoveil.export.gradients import trace_step
+
+    config = config or FMDConfig()
+    prot = FMDProtector(classifier, config)
+    h, w = _size(size, (150, 150))
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, 3, h, w, generator=g)
+    with torch.no_grad():
+        logits, feat_x = prot.classifier(x)
+    y = logits.argmax(1)
+    x_star = (x + (2 * torch.rand(x.shape, generator=g) - 1) * prot.step.eps).clamp(0, 1)
+    inputs = (x_star, x, feat_x, y)
+    gm = trace_step(prot.step, inputs, mode=mode)
+    cfg = prot.config
+    params = {"eps": cfg.eps, "alpha": cfg.alpha, "steps": cfg.steps, "lam": cfg.lam, "trace_mode": mode,
+              "classes": int(logits.shape[1]), "units": "eps/alpha in 0-255 units"}
+    opts = LowerOptions(method="fmd-step", model_id=model_id, program="fmd-step", split=split,
+                        input_names=["x_star", "x", "feat_x", "y"], output_names=["x_star_next"], extra=params,
+                        methods={"prepare": (prot.classifier, (x,))}, **lower_opts)
+    return Program(gm, inputs, opts, prot.step, meta={"protector": prot})
