@@ -250,10 +250,18 @@ def avgpool_backward(grad_out, inp, kernel_size, stride, padding, ceil_mode, cou
     sh, sw = (list(stride) * 2)[:2] if stride else (kh, kw)
     n, c, h, w = inp.shape
     oh, ow = grad_out.shape[-2:]
-    if (kh, kw) == (sh, sw) and sh == sw and not any(padding) and not ceil_mode and divisor_override is None:
+    if (kh, kw) == (sh, sw) and sh == sw and not any(padding) and divisor_override is None:
         s = sh
-        g = aten.mul.Tensor(grad_out, 1.0 / (kh * kw))
+
+        def counts():  # elements per window (fewer in the clipped last windows of ceil mode)
+            ch = torch.tensor([min(s * o + kh, h) - s * o for o in range(oh)], dtype=grad_out.dtype)
+            cw = torch.tensor([min(s * o + kw, w) - s * o for o in range(ow)], dtype=grad_out.dtype)
+            return torch.outer(ch, cw).view(1, 1, oh, ow).to(grad_out.device)
+
+        g = aten.div.Tensor(grad_out, _constant(counts)) if ceil_mode else aten.mul.Tensor(grad_out, 1.0 / (kh * kw))
         full = _phases_to_space(aten.cat.default([g] * (s * s), 1) if s > 1 else g, s, c)
+        if s * oh >= h and s * ow >= w:
+            return aten.slice.Tensor(aten.slice.Tensor(full, 2, 0, h), 3, 0, w)
         return aten.constant_pad_nd.default(full, [0, w - s * ow, 0, h - s * oh], 0.0)
     from torch._decomp import decomposition_table
 

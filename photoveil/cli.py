@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "photoveil.server.cli",
     "photoveil.generator_training.cli",
     "photoveil.evaluation.cli",
+    "photoveil.export.cli",
 )
 
 

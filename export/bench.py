@@ -1,0 +1,247 @@
+"""``photoveil bench``: eager PyTorch vs .pte (ExecuTorch + XNNPACK) latency, measured in
+the same process and interleaved (eager run, program run, eager run, ...) so that load
+from other processes hits both alike.
+
+One record per (program, size, threads), batch 1::
+
+    {"program": "pmt-step", "size": 112, "threads": 1, "runs": 50,
+     "eager_ms_p50": ..., "eager_ms_p90": ..., "eager_ms_p99": ...,
+     "pte_ms_p50": ..., "pte_ms_p90": ..., "pte_ms_p99": ..., "ratio_p50": pte/eager,
+     "pte_bytes": ..., "rss_load_mb": RSS growth when loading the program,
+     "peak_rss_mb": the process's peak RSS so far, "quantization": "fp32", "model_id": ...}
+
+plus ``pmt-protect`` records: one full PMT protection of one face (the default preset's
+steps, host loop + program steps) eager vs .pte.
+
+``--json`` prints the records as JSON lines; ``--out DIR`` also writes ``bench.json``,
+``bench.md`` and the artifacts (so their sizes can be inspected).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+PROGRAMS = ("generator", "shallow", "pmt-step", "fmd-step")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="eager vs .pte latency of the protection programs (p50/p90/p99)")
+    p.add_argument("--programs", default="generator,shallow,pmt-step,pmt-protect",
+                   help=f"comma list of {', '.join(PROGRAMS)}, pmt-protect (default: all but fmd-step, whose "
+                        "lowering takes minutes)")
+    p.add_argument("--sizes", default="32,112,native", help="comma list of sizes; 'native' = the recognizer's own")
+    p.add_argument("--threads", default=None, help="comma list (default: 1 and all cores)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per record (>= 50 for the issue's figures)")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--model", default="faceapi-resnet34", help="authorized recognizer")
+    p.add_argument("--generator", help="generator checkpoint (default: untrained paper-size U-Net)")
+    p.add_argument("--int8", action="store_true", help="also bench int8 generator / shallow programs")
+    p.add_argument("--protect-size", type=int, default=112, help="face size of the pmt-protect record")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--out", help="folder for bench.json, bench.md and the artifacts")
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=main)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pct(values: list[float], q: float) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
+
+
+def interleaved(fns: dict, runs: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of each callable, alternating between them run by run."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _stats(prefix: str, ms: list[float]) -> dict:
+    return {f"{prefix}_ms_p50": round(_pct(ms, 50), 3), f"{prefix}_ms_p90": round(_pct(ms, 90), 3),
+            f"{prefix}_ms_p99": round(_pct(ms, 99), 3)}
+
+
+def _set_threads(n: int) -> None:
+    import torch
+
+    from photoveil.client.runtime import set_threads
+
+    torch.set_num_threads(n)
+    set_threads(n)
+
+
+def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, out_dir: Path, size_label) -> list[dict]:
+    """Records of one lowered program at each thread count."""
+    import torch
+
+    from photoveil.client.runtime import PteProgram
+    from photoveil.export.lowering import export_program
+
+    folder = out_dir / f"{name}-{size_label}-{prog.options.quantize}"
+    art = export_program(prog.module, prog.inputs, prog.options, folder)
+    rss0 = _rss_mb()
+    pte = PteProgram(folder)
+    inputs = prog.inputs
+    pte(*inputs)  # load the method (packs the XNNPACK weights)
+    rss_load = _rss_mb() - rss0
+    records = []
+    for t in threads:
+        _set_threads(t)
+        with torch.no_grad():
+            ms = interleaved({"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*inputs)}, runs, warmup)
+        rec = {"program": name, "size": size_label, "threads": t, "batch": int(inputs[0].shape[0]), "runs": runs,
+               **_stats("eager", ms["eager"]), **_stats("pte", ms["pte"]),
+               "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
+               "pte_bytes": art.manifest["pte_bytes"], "rss_load_mb": round(rss_load, 1),
+               "peak_rss_mb": round(_peak_rss_mb(), 1), "quantization": prog.options.quantize,
+               "model_id": prog.options.model_id, "delegates": art.manifest["delegates"],
+               "non_delegated_ops": sum(art.manifest["non_delegated_ops"].values())}
+        records.append(rec)
+    return records
+
+
+def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cache_dir=None, repeats: int = 3) -> list[dict]:
+    """Full PMT protection (default preset) of one ``size`` face: eager vs .pte."""
+    import torch
+
+    from photoveil.client.protect.pmt import PMTConfig, PMTProtector
+    from photoveil.client.runtime import PtePMT
+    from photoveil.export import programs as P
+    from photoveil.export.lowering import export_program
+
+    cfg = PMTProtector.preset_config("mid", seed=0)
+    prog = P.pmt_step_program(model, cfg, size, cache_dir=cache_dir)
+    folder = out_dir / f"pmt-protect-{size}"
+    art = export_program(prog.module, prog.inputs, prog.options, folder)
+    eager = prog.meta["protector"]
+    pte = PtePMT(folder, seed=0)
+    face = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    records = []
+    for t in threads:
+        _set_threads(t)
+        ms = interleaved({"eager": lambda: eager.protect(face), "pte": lambda: pte.protect(face)}, repeats, 1)
+        a, b = eager.protect(face), pte.protect(face)
+        records.append({"program": "pmt-protect", "size": size, "threads": t, "batch": 1, "runs": repeats,
+                        "steps": cfg.steps, **_stats("eager", ms["eager"]), **_stats("pte", ms["pte"]),
+                        "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
+                        "pte_bytes": art.manifest["pte_bytes"], "peak_rss_mb": round(_peak_rss_mb(), 1),
+                        "quantization": "fp32", "model_id": prog.options.model_id,
+                        "pixels_equal_to_eager": round((a == b).float().mean().item(), 4)})
+    return records
+
+
+def run_bench(args) -> list[dict]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from photoveil.export import programs as P
+    from photoveil.facemodels import registry
+
+    names = [n.strip() for n in args.programs.split(",") if n.strip()]
+    unknown = set(names) - set(PROGRAMS) - {"pmt-protect"}
+    if unknown:
+        raise ValueError(f"unknown programs {sorted(unknown)}; accepted: {', '.join(PROGRAMS)}, pmt-protect")
+    if args.runs < 1:
+        raise ValueError(f"--runs must be >= 1, got {args.runs}")
+    threads = ([int(t) for t in args.threads.split(",")] if args.threads else sorted({1, os.cpu_count() or 1}))
+    native = registry.get_spec(args.model).input_size[0]
+    sizes = [native if s.strip() == "native" else int(s) for s in args.sizes.split(",")]
+    sizes = list(dict.fromkeys(sizes))
+    out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="photoveil-bench-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    jobs = []
+    for name in names:
+        if name == "pmt-protect":
+            jobs.append((name, args.protect_size, "fp32"))
+            continue
+        for size in sizes:
+            jobs.append((name, size, "fp32"))
+            if args.int8 and name in ("generator", "shallow"):
+                jobs.append((name, size, "int8"))
+    records: list[dict] = []
+    net = None
+    for name, size, quant in tqdm(jobs, desc="bench", unit="program"):
+        if name == "pmt-protect":
+            records += bench_protect(args.model, size, threads, out_dir, args.cache_dir)
+            continue
+        if name == "generator":
+            from photoveil.nets.unet import UNetGenerator, load_generator
+
+            if args.generator:
+                from photoveil.client.protect.generator import GeneratorProtector
+
+                gen, _ = load_generator(GeneratorProtector._resolve(args.generator))
+            else:
+                torch.manual_seed(0)
+                gen = UNetGenerator(in_channels=3, width=1.0)
+            prog = P.generator_program(gen.eval(), size, model_id=args.generator or "unet-w1-untrained")
+        elif name == "shallow":
+            net = net or registry.load(args.model, cache_dir=args.cache_dir)
+            prog = P.shallow_program(net, size=size)
+        elif name == "pmt-step":
+            net = net or registry.load(args.model, cache_dir=args.cache_dir)
+            prog = P.pmt_step_program(net, size=size, with_features=False)
+        else:
+            clf, model_id, split = P.gallery_classifier(args.model, cache_dir=args.cache_dir)
+            prog = P.fmd_step_program(clf, size=size, model_id=model_id, split=split)
+        if quant == "int8":
+            from photoveil.export.cli import _calibration
+
+            prog.options.quantize = "int8"
+            prog.options.calibration = _calibration(None, tuple(prog.inputs[0].shape))
+        records += bench_program(name, prog, threads, args.runs, args.warmup, out_dir, size)
+    return records
+
+
+def table(records: list[dict]) -> str:
+    cols = ["program", "size", "threads", "quantization", "eager_ms_p50", "pte_ms_p50", "pte_ms_p90", "pte_ms_p99",
+            "ratio_p50", "pte_bytes", "peak_rss_mb"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in records:
+        lines.append("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    records = run_bench(args)
+    if args.out:
+        out = Path(args.out)
+        (out / "bench.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+        (out / "bench.md").write_text(table(records) + "\n")
+    if args.json:
+        for r in records:
+            print(json.dumps(r))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title="eager vs .pte (ms, batch 1)")
+        cols = ["program", "size", "threads", "quantization", "eager_ms_p50", "pte_ms_p50", "pte_ms_p99",
+                "ratio_p50", "pte_bytes"]
+        for c in cols:
+            t.add_column(c)
+        for r in records:
+            t.add_row(*[str(r.get(c, "")) for c in cols])
+        Console().print(t)
+    return 0
