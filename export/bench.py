@@ -82,6 +82,9 @@ def _stats(prefix: str, ms: list[float]) -> dict:
 
 
 def _set_threads(n: int) -> None:
+    """Threads of eager PyTorch and of the ExecuTorch pool. Once per process, before any
+    program is loaded: resizing the pool under loaded XNNPACK programs deadlocks
+    (executorch 1.5.1), so each thread count runs in its own process."""
     import torch
 
     from photoveil.client.runtime import set_threads
@@ -106,7 +109,6 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
     rss_load = _rss_mb() - rss0
     records = []
     for t in threads:
-        _set_threads(t)
         with torch.no_grad():
             ms = interleaved({"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*inputs)}, runs, warmup)
         rec = {"program": name, "size": size_label, "threads": t, "batch": int(inputs[0].shape[0]), "runs": runs,
@@ -138,7 +140,6 @@ def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cach
     face = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     records = []
     for t in threads:
-        _set_threads(t)
         ms = interleaved({"eager": lambda: eager.protect(face), "pte": lambda: pte.protect(face)}, repeats, 1)
         a, b = eager.protect(face), pte.protect(face)
         records.append({"program": "pmt-protect", "size": size, "threads": t, "batch": 1, "runs": repeats,
@@ -163,7 +164,8 @@ def run_bench(args) -> list[dict]:
         raise ValueError(f"unknown programs {sorted(unknown)}; accepted: {', '.join(PROGRAMS)}, pmt-protect")
     if args.runs < 1:
         raise ValueError(f"--runs must be >= 1, got {args.runs}")
-    threads = ([int(t) for t in args.threads.split(",")] if args.threads else sorted({1, os.cpu_count() or 1}))
+    threads = [int(args.threads)]
+    _set_threads(threads[0])
     native = registry.get_spec(args.model).input_size[0]
     sizes = [native if s.strip() == "native" else int(s) for s in args.sizes.split(",")]
     sizes = list(dict.fromkeys(sizes))
@@ -223,8 +225,31 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _all_threads(args) -> list[dict]:
+    """One child process per thread count (see :func:`_set_threads`)."""
+    import subprocess
+    import sys
+
+    counts = [int(t) for t in args.threads.split(",")] if args.threads else sorted({1, os.cpu_count() or 1})
+    if len(counts) == 1:
+        args.threads = str(counts[0])
+        return run_bench(args)
+    records = []
+    for t in counts:
+        argv = [sys.executable, "-m", "photoveil.cli", "bench", "--programs", args.programs, "--sizes", args.sizes,
+                "--threads", str(t), "--runs", str(args.runs), "--warmup", str(args.warmup), "--model", args.model,
+                "--protect-size", str(args.protect_size), "--json"]
+        argv += ["--out", str(Path(args.out) / f"threads-{t}")] if args.out else []
+        argv += ["--generator", args.generator] if args.generator else []
+        argv += ["--int8"] if args.int8 else []
+        argv += ["--cache-dir", args.cache_dir] if args.cache_dir else []
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)
+        records += [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return records
+
+
 def main(args) -> int:
-    records = run_bench(args)
+    records = _all_threads(args)
     if args.out:
         out = Path(args.out)
         (out / "bench.json").write_text("\n".join(json.dumps(r) for r in records) + "\n")

@@ -7,31 +7,49 @@ of the backward as one flat graph with constant weights. :func:`trace_step` does
 a decomposition table that rewrites the backward operators into forward operators XNNPACK
 implements (see ../shared/DESIGN.md, "On-device gradients"):
 
-``convolution_backward`` (input gradient)
-    a transposed convolution with the same (constant) weight — XNNPACK's deconvolution.
+``convolution_backward`` (input gradient, constant weight)
+    stride 1: a plain convolution with the flipped, in/out-swapped weight (XNNPACK's
+    fastest path); stride > 1: *polyphase* — one stride-1 convolution computes the
+    ``s*s`` output phases from the weight's sub-kernels, a depth-to-space permute
+    interleaves them (:func:`polyphase_input_grad`); otherwise a transposed convolution.
+    XNNPACK's strided deconvolution measured 3-10x slower than eager here, the polyphase
+    form about as fast. The rewritten weights are *separate* constants: XNNPACK packs a
+    constant shared by a conv and a deconv in one delegate for only one of them (wrong
+    gradients, executorch 1.5.1).
 ``max_pool2d_with_indices_backward``
     ``exact``: a ``scatter_add`` of the output gradient onto zeros at the forward's argmax
     indices (portable kernel; works around executorch 1.5.1's portable backward kernel,
     which does not zero its output, upstream issue #21686).
-    ``fast``: no indices at all. Each of the ``k*k`` window offsets is read out of the
-    input by a one-hot depthwise convolution (stride = the pool's), compared with the
-    pooled maximum as ``clamp((x_k - max) * BIG + 1, 0, 1)`` (1 where the offset holds the
-    maximum, else 0), multiplied by the output gradient, and scattered back by a one-hot
-    grouped *transposed* convolution. Everything is conv / mul / add / clamp, so XNNPACK
-    runs it, and the forward's ``max_pool2d_with_indices`` becomes a plain ``max_pool2d``
-    (which XNNPACK also takes). It differs from PyTorch only on exact ties inside a window
-    (PyTorch routes the gradient to the first maximum, this to every maximum); after a
-    ReLU the common tie, all zeros, is masked out by the ReLU's own gradient anyway.
+    ``fast``: no indices, no scatter. Window offset ``(kh, kw)`` reads a stride-1 slice of
+    one phase of the (space-to-depth permuted) input; ``g * [x == max]`` (mask as
+    ``clamp((x - max) * BIG + 1, 0, 1)``) is padded back into place, phases are summed
+    and interleaved. All slice / pad / mul / add / clamp / permute: XNNPACK runs it, and
+    the forward's ``max_pool2d_with_indices`` becomes a plain ``max_pool2d``. It differs
+    from PyTorch only on exact ties inside a window (PyTorch routes the gradient to the
+    first maximum, this to every maximum); after a ReLU the common tie, all zeros, is
+    masked out by the ReLU's own gradient anyway.
+``avg_pool2d_backward`` (no portable kernel at all)
+    non-overlapping windows: the scaled gradient copied into every phase, interleaved.
+``constant_pad_nd`` with negative pads (the backward of ``F.pad``; the portable kernel
+    rejects them): slices.
 ``threshold_backward`` (ReLU gradient)
     ``grad * clamp((y - t) * BIG, 0, 1)``: a multiply by the ``y > t`` mask, built from
     mul + clamp instead of a comparison (exact for ``y - t`` outside ``(0, 1/BIG)``).
 ``sign``
     ``clamp(g * BIG, -1, 1)`` (exact for ``|g| >= 1/BIG`` and for 0).
 
+After tracing, tensors made by the rewrites become frozen parameters (XNNPACK takes
+parameters as static weights, lifted constants as per-call inputs), unused max-pool
+indices are dropped and duplicate max-pools merged.
+
 ``BIG`` is 1e30: a float32 value between 0 and 1e-30 is the only place the fast forms
 differ from the exact ones, and the gradients here are many orders of magnitude larger.
-``mode="exact"`` keeps only the two rewrites DESIGN.md requires (transposed-conv input
-gradient and scatter-add max-pool backward) and leaves ReLU-backward and sign as they are.
+``mode="exact"`` keeps the conv / avg-pool / pad rewrites, the scatter-add max-pool
+backward, and leaves ReLU-backward and sign as they are.
+
+The step modules themselves help: ``PMTStep`` / ``FMDStep`` back-propagate the written-out
+gradient of their loss w.r.t. the features / logits (``autograd.grad(outputs, x,
+grad_outputs=...)``), so the traced graph has no loss reduction to a scalar and back.
 
 Example::
 
