@@ -180,3 +180,16 @@ def test_gallery_classifier_recognises_enrolled_identities():
     assert (logits.gather(1, labels[:, None]).squeeze(1) >= logits.mean(1)).all()
     with pytest.raises(InvalidInput, match="centroids"):
         GalleryClassifier(shallow, rest, torch.rand(1, 16))
+
+
+def test_step_gradient_matches_autograd_of_the_documented_loss(images):
+    """PMTStep writes dJ/dz out by hand (for the exported program); it must be grad of J."""
+    p = PMTProtector(toy_shallow(), PMTConfig(seed=0, steps=1, kernel="none", augment="none"))
+    x_t = p.initial(images, p.make_rng())
+    noise, theta = p.draws(images, p.make_rng())
+    x_var = x_t.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(p.step.loss(x_var, images, noise, theta), x_var)
+    expected = (x_t - p.step.alpha * grad.sign()).clamp(0, 1)
+    got = p.step(x_t, images, noise, theta)
+    agree = (got == expected).float().mean().item()
+    assert agree > 0.999, f"only {agree:.4f} of pixels take the autograd step"
