@@ -62,17 +62,27 @@ def _pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
 
 
-def interleaved(fns: dict, runs: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds of each callable, alternating between them run by run."""
+def interleaved(fns: dict, runs: int, warmup: int, block: int = 1) -> dict[str, list[float]]:
+    """Milliseconds of each callable, alternating between them every ``block`` runs.
+
+    ``block=1`` alternates run by run (1 thread). With several threads use blocks: eager
+    PyTorch's OpenMP workers spin-wait after each op and, on a small machine, starve the
+    ExecuTorch pool's threads that run right after them (and vice versa).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
+    done = 0
+    while done < runs:
+        n = min(block, runs - done)
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
+            fn()  # re-warm after the other side ran
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - t0) * 1e3)
+        done += n
     return times
 
 
@@ -110,7 +120,8 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
     records = []
     for t in threads:
         with torch.no_grad():
-            ms = interleaved({"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*inputs)}, runs, warmup)
+            ms = interleaved({"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*inputs)}, runs, warmup,
+                             block=1 if t == 1 else 10)
         rec = {"program": name, "size": size_label, "threads": t, "batch": int(inputs[0].shape[0]), "runs": runs,
                **_stats("eager", ms["eager"]), **_stats("pte", ms["pte"]),
                "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
@@ -243,7 +254,10 @@ def _all_threads(args) -> list[dict]:
         argv += ["--generator", args.generator] if args.generator else []
         argv += ["--int8"] if args.int8 else []
         argv += ["--cache-dir", args.cache_dir] if args.cache_dir else []
-        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True)
+        # passive OpenMP waiting: eager's idle workers must not spin on the cores the
+        # ExecuTorch pool needs next (set before torch is imported, so in the child)
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        done = subprocess.run(argv, stdout=subprocess.PIPE, text=True, check=True, env=env)
         records += [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return records
 

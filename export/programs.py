@@ -44,28 +44,80 @@ class Program:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class DepthToSpaceUp(nn.Module):
+    """A ``ConvTranspose2d`` with kernel == stride (no overlap), as a 1x1 convolution to
+    ``s*s*C_out`` channels and a depth-to-space permute: the same function, but XNNPACK's
+    strided deconvolution is several times slower than eager here and this is not."""
+
+    def __init__(self, up: nn.ConvTranspose2d):
+        super().__init__()
+        c_in, c_out, kh, kw = up.weight.shape
+        self.s, self.c_out = kh, c_out
+        # out[:, o, s*i + a, s*j + b] = sum_c x[:, c, i, j] * W[c, o, a, b] + bias[o]
+        w = up.weight.detach().permute(2, 3, 1, 0).reshape(kh * kw * c_out, c_in, 1, 1)
+        bias = up.bias.detach().repeat(kh * kw) if up.bias is not None else None
+        self.conv = nn.Conv2d(c_in, kh * kw * c_out, 1, bias=bias is not None)
+        with torch.no_grad():
+            self.conv.weight.copy_(w)
+            if bias is not None:
+                self.conv.bias.copy_(bias)
+
+    @staticmethod
+    def applies(m: nn.Module) -> bool:
+        return (isinstance(m, nn.ConvTranspose2d) and tuple(m.kernel_size) == tuple(m.stride)
+                and m.kernel_size[0] == m.kernel_size[1] and tuple(m.padding) == (0, 0)
+                and tuple(m.output_padding) == (0, 0) and m.groups == 1 and tuple(m.dilation) == (1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        s, c = self.s, self.c_out
+        y = self.conv(x).view(n, s, s, c, h, w).permute(0, 3, 4, 1, 5, 2)
+        return y.reshape(n, c, h * s, w * s)
+
+
 class GeneratorForward(nn.Module):
-    """``clamp(x + strength * U(x), 0, 1)`` — what ``GeneratorProtector`` computes."""
+    """``clamp(x + strength * U(x), 0, 1)`` — what ``GeneratorProtector`` computes, with
+    the U-Net's up-sampling deconvolutions as :class:`DepthToSpaceUp` and its replicate
+    padding as a broadcast + concat (both run in XNNPACK; the originals do not, or slowly).
+    """
 
     def __init__(self, net: nn.Module, strength: float = 1.0):
         super().__init__()
-        self.net, self.strength = net.eval(), float(strength)
+        import copy
+
+        net = copy.deepcopy(net).eval()
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if DepthToSpaceUp.applies(child):
+                    setattr(parent, name, DepthToSpaceUp(child))
+        self.net, self.strength = net, float(strength)
+
+    @staticmethod
+    def _replicate_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
+        if bottom:
+            row = x[:, :, -1:, :] * torch.ones(1, 1, bottom, 1, dtype=x.dtype)
+            x = torch.cat([x, row], dim=2)
+        if right:
+            col = x[:, :, :, -1:] * torch.ones(1, 1, 1, right, dtype=x.dtype)
+            x = torch.cat([x, col], dim=3)
+        return x
 
     def perturbation(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        m = 2 ** getattr(self.net, "depth", 0)
-        if not hasattr(self.net, "inc") or h % m or w % m:
-            return self.net.perturbation(x)
-        # the size needs no padding: the U-Net without its pad / crop (which export as
-        # int64 index arithmetic that XNNPACK does not run)
         net = self.net
-        skips = [net.inc(x)]
+        if not hasattr(net, "inc"):
+            return net.perturbation(x)
+        h, w = x.shape[-2:]
+        m = 2 ** net.depth
+        pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
+        y = self._replicate_pad(x, pad_h, pad_w)
+        skips = [net.inc(y)]
         for down in net.downs:
             skips.append(down(skips[-1]))
         y = skips.pop()
         for up in net.ups:
             y = up(y, skips.pop())
-        return net.outc(y)
+        y = net.outc(y)
+        return y[..., :h, :w] if pad_h or pad_w else y  # a no-op crop would export as a copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x + self.strength * self.perturbation(x), 0.0, 1.0)

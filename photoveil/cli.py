@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES = (
     "photoveil.generator_training.cli",
     "photoveil.evaluation.cli",
     "photoveil.export.cli",
+    "photoveil.artifacts_cli",
+    "photoveil.demo",
 )
 
 

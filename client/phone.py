@@ -1,0 +1,149 @@
+"""The phone-side path: pull + verify the provider's artifact, protect on the ExecuTorch
+runtime, upload the protected image or its shallow features, get the answer.
+
+This is what an Android app does with ExecuTorch's ``Module`` (docs/android.md); here the
+same steps run with the Python runtime so they can be tested and measured.
+
+Example::
+
+    >>> with RecognitionClient(target, token=token) as rpc:
+    ...     phone = Phone(rpc, public_key="provider.pub", workdir="phone/")
+    ...     pmt = phone.install("pmt-step")                  # refuses a tampered / unsigned artifact
+    ...     protected, ms = phone.protect(pmt, face)         # [1,3,H,W] aligned face in [0, 1]
+    ...     answer = phone.upload_image(protected)           # Identify on the server
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from photoveil import wire
+from photoveil.client.transport import RecognitionClient
+from photoveil.errors import InvalidInput
+
+UPLOAD_MODES = ("image", "features")
+
+
+@dataclass
+class Installed:
+    """A verified artifact loaded on the runtime."""
+
+    artifact_id: str
+    folder: Path
+    manifest: dict
+    runner: Any                     # a PTE protector (protect) or PteShallow (features)
+    load_ms: float = 0.0
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest.get("method", ""))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest.get("model_id", ""))
+
+    @property
+    def split(self) -> str:
+        return str(self.manifest.get("split") or "")
+
+
+@dataclass
+class Answer:
+    """What the server said about one upload."""
+
+    mode: str
+    labels: list[str]
+    scores: list[float]
+    bytes_sent: int
+    rpc_ms: float
+    model_version: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def top1(self) -> str:
+        return self.labels[0] if self.labels else ""
+
+
+class Phone:
+    """Installs signed artifacts from a server and uploads protected faces to it.
+
+    Args:
+        rpc: a connected :class:`RecognitionClient`.
+        public_key: the provider's public key (PEM) shipped inside the app.
+        workdir: where downloaded artifacts are kept.
+        threads: ExecuTorch thread-pool size (``None``: leave as is).
+    """
+
+    def __init__(self, rpc: RecognitionClient, public_key: str | os.PathLike, workdir: str | os.PathLike,
+                 threads: int | None = None):
+        self.rpc, self.public_key, self.workdir = rpc, Path(public_key), Path(workdir)
+        if threads is not None:
+            from photoveil.client.runtime import set_threads
+
+            set_threads(threads)
+
+    def install(self, artifact_id: str, **overrides: Any) -> Installed:
+        """Download, verify (signature + hashes) and load an artifact; nothing is loaded
+        unless it verifies. ``overrides`` go to the protector (``seed``, ``steps`` ...)."""
+        from photoveil.client.runtime import PROTECTORS, PteShallow, load_protector
+
+        folder, manifest = self.rpc.fetch_verified(artifact_id, self.workdir, self.public_key)
+        t0 = time.perf_counter()
+        method = manifest.get("method")
+        if method in PROTECTORS:
+            runner = load_protector(folder, **overrides)
+        elif method == "shallow":
+            runner = PteShallow(folder)
+        else:
+            raise InvalidInput(f"artifact {artifact_id!r} holds a {method!r} program; the phone runs "
+                               f"{', '.join(PROTECTORS)} and shallow programs")
+        return Installed(artifact_id, folder, manifest, runner, (time.perf_counter() - t0) * 1e3)
+
+    @staticmethod
+    def protect(installed: Installed, face: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """``(protected [N,3,H,W], milliseconds on the runtime)``."""
+        if not hasattr(installed.runner, "protect"):
+            raise InvalidInput(f"{installed.artifact_id!r} is a {installed.method} program, not a protector")
+        t0 = time.perf_counter()
+        protected = installed.runner.protect(face)
+        return protected, (time.perf_counter() - t0) * 1e3
+
+    @staticmethod
+    def features(installed: Installed, protected: torch.Tensor) -> torch.Tensor:
+        """Shallow features of a protected face: a PMT step program's own ``features``
+        method, or a ``shallow`` program."""
+        runner = installed.runner
+        if hasattr(runner, "features_of"):
+            return runner.features_of(protected)
+        if hasattr(runner, "features"):
+            return runner.features(protected)
+        raise InvalidInput(f"{installed.artifact_id!r} ({installed.method}) cannot compute shallow features; "
+                           "install the provider's shallow artifact for the upload-features mode")
+
+    def _answer(self, mode: str, reply, sent: int, t0: float) -> Answer:
+        cands = reply.results[0].candidates if reply.results else []
+        return Answer(mode, [c.label for c in cands], [c.score for c in cands], sent,
+                      (time.perf_counter() - t0) * 1e3, reply.model_version)
+
+    def upload_image(self, model_id: str, protected: torch.Tensor, top_k: int = 5) -> Answer:
+        """Identify a protected face sent as a PNG (lossless: the perturbation survives)."""
+        if protected.dim() == 4:
+            if protected.shape[0] != 1:
+                raise InvalidInput("upload_image sends one face at a time")
+            protected = protected[0]
+        data = wire.encode_image(protected, "PNG")
+        t0 = time.perf_counter()
+        reply = self.rpc.identify(model_id, data, top_k=top_k)
+        return self._answer("image", reply, len(data), t0)
+
+    def upload_features(self, model_id: str, split: str, features: torch.Tensor, top_k: int = 5) -> Answer:
+        """Identify from shallow features; the server runs the rest of its split model."""
+        features = features.float().contiguous()
+        t0 = time.perf_counter()
+        reply = self.rpc.identify(model_id, features, top_k=top_k, split_point=split)
+        return self._answer("features", reply, features.numel() * 4, t0)
