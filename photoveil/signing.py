@@ -140,12 +140,15 @@ def verify_artifact(folder: str | os.PathLike, public_key: str | os.PathLike) ->
     try:
         model_signing.verifying.Config().use_elliptic_key_verifier(public_key=key) \
             .set_hashing_config(_hashing_config()).verify(folder, signature)
+    except json.JSONDecodeError as exc:
+        raise IntegrityError(f"artifact {folder.name!r} refused: {SIGNATURE_FILE} is not a valid signature bundle "
+                             f"({exc})") from None
     except ValueError as exc:
         text = str(exc)
         if "Key mismatch" in text:
             reason = f"it was signed by another key than {key.name}"
         elif "mismatch" in text.lower() or "Extra files" in text or "missing" in text.lower():
-            changed = re.findall(r"Hash mismatch for '([^']+)'", text)
+            changed = re.findall(r"Hash mismatch for \\?'([^'\\]+)\\?'", text)
             detail = (f"{', '.join(changed)} changed" if changed else text[:300])
             reason = f"its contents differ from what was signed ({detail})"
         else:
