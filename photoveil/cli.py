@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "photoveil.export.cli",
     "photoveil.artifacts_cli",
     "photoveil.demo",
+    "photoveil.loadtest",
 )
 
 
