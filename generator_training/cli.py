@@ -26,6 +26,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (paper: 5e-3) [5e-3]")
     p.add_argument("--aux-ce-cap", type=float, default=5.0,
                    help="per-image cap on the aux CE; 0 = unbounded as in the paper [5.0]")
+    p.add_argument("--w-target", type=float, default=1.0, help="weight of the target term (paper: 1.0) [1.0]")
+    p.add_argument("--w-aux", type=float, default=1.0, help="weight of the aux term (paper: 1.0) [1.0]")
+    p.add_argument("--w-ssim", type=float, default=0.5, help="weight of the SSIM term (paper: 0.5) [0.5]")
     p.add_argument("--ssim-mode", choices=("abs", "signed"), default="abs", help="loss on |SSIM| or SSIM [abs]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
@@ -79,6 +82,7 @@ def _config(args, target: str, aux: str | None):
             in_channels=in_channels, image_size=args.image_size or size, epochs=args.epochs,
             subset=args.subset, val_size=args.val_size, batch_size=args.batch_size, lr=args.lr,
             aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode, precision=args.precision,
+            w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None

@@ -222,3 +222,17 @@ def test_matrix_records_heatmaps_and_skip(tmp_path, monkeypatch):
 
 def _fake_setup(self, stage=None):
     self.train_set, self.val_set, self.test_set = data(16, 0), data(16, 1), data(16, 2)
+
+
+def test_cli_loss_weights_reach_the_config_and_are_validated():
+    from photoveil.cli import build_parser
+    from photoveil.errors import InvalidInput
+    from photoveil.generator_training.cli import _config
+
+    args = build_parser().parse_args(["generator", "train", "--target", "vgg13_bn", "--aux", "resnet18", "--out", "x",
+                                      "--w-target", "2", "--w-aux", "0.5", "--w-ssim", "0.1"])
+    cfg = _config(args, args.target, args.aux)
+    assert (cfg.w_target, cfg.w_aux, cfg.w_ssim) == (2.0, 0.5, 0.1)
+    args.w_ssim = -1.0
+    with pytest.raises(InvalidInput, match="w_ssim must be >= 0"):
+        _config(args, args.target, args.aux)
