@@ -97,30 +97,29 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
     from photoveil.facemodels import registry
 
     size = registry.get_spec(model).input_size[0]
-    wanted = {"shallow": lambda: P.shallow_program(model, cache_dir=cache_dir)}
+    # artifact id -> (the model id its manifest must name to be reused, how to build it)
+    wanted = {"shallow": (model, lambda: P.shallow_program(model, cache_dir=cache_dir))}
     if "pmt" in methods:
-        wanted["pmt-step"] = lambda: P.pmt_step_program(model, cache_dir=cache_dir)
+        wanted["pmt-step"] = (model, lambda: P.pmt_step_program(model, cache_dir=cache_dir))
     if "fmd" in methods:
         def fmd():
             clf, model_id, split = P.gallery_classifier(model, cache_dir=cache_dir)
             return P.fmd_step_program(clf, size=size, model_id=model_id, split=split)
-        wanted["fmd-step"] = fmd
+        wanted["fmd-step"] = (model, fmd)
     if "generator" in methods and "face" in shipped_generators():
         def gen():
             from photoveil.nets.unet import load_generator
 
             net, _ = load_generator(shipped_generators()["face"])
-            return P.generator_program(net.eval(), size=size, model_id="face")
-        wanted["generator"] = gen
-    for artifact_id, make in wanted.items():
+            return P.generator_program(net.eval(), size=size, model_id=f"face@{model}")
+        wanted["generator"] = (f"face@{model}", gen)
+    for artifact_id, (model_id, make) in wanted.items():
         folder = root / artifact_id
         manifest = folder / "manifest.json"
-        fresh = False
         if manifest.is_file() and not rebuild:
             m = json.loads(manifest.read_text())
-            fresh = m.get("photoveil_version") == __version__ and (m.get("model_id") in (model, "face"))
-        if fresh:
-            continue
+            if m.get("photoveil_version") == __version__ and m.get("model_id") == model_id:
+                continue
         shutil.rmtree(folder, ignore_errors=True)
         log(f"provider: exporting {artifact_id} for {model} (first run only; about a minute) ...")
         prog = make()

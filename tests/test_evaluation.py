@@ -331,3 +331,18 @@ def test_cli_smoke_on_fixture_with_real_models(real_models_dir, tmp_path, capsys
     assert all(not isinstance(r["value"], float) or not math.isnan(r["value"]) or r["metric"].startswith("relative")
                for r in saved)
     assert (out / "results.md").is_file() and (out / "abuse-heatmap.png").is_file()
+
+
+def test_generator_checkpoint_is_evaluated(tmp_path):
+    from photoveil.evaluation.runner import Evaluation, records_by
+    from photoveil.nets.unet import UNetGenerator, save_generator
+
+    torch.manual_seed(0)
+    net = UNetGenerator(in_channels=3, width=0.0625)
+    save_generator(tmp_path / "g.pt", net)
+    cfg = _cfg(tmp_path, method="generator", preset="high", overrides={"checkpoint": str(tmp_path / "g.pt")},
+               attacks=("abuse",), evaluated=("toyA", "toyB"), calib_pairs=0)
+    recs = Evaluation(cfg, _toy_models()).run(None)
+    (ssim,) = records_by(recs, attack="image", metric="ssim")
+    assert ssim["method"] == "generator" and ssim["params"]["strength"] == 1.0 and ssim["value"] < 0.999
+    assert records_by(recs, attack="abuse", evaluated_model="toyB", metric="top1")

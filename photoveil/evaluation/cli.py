@@ -22,6 +22,7 @@ ATTACK_CHOICES = ("abuse", "attributes", "reconstruction", "robustness")
 PMT_FLAGS = ("steps", "step_size", "init", "init_sigma", "augment", "aug_sigma", "aug_affine", "split", "layers",
              "pool", "kernel", "kernel_length")
 FMD_FLAGS = ("steps", "eps", "alpha", "lam", "split")
+GEN_FLAGS = ("checkpoint", "strength")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "accuracy and top-1 on every recognizer, attribute CosSim, Level-1/2 reconstruction, SSIM/PSNR/UP, "
                     "robustness to server transforms, and an optional hyper-parameter sweep.",
     )
-    p.add_argument("--method", choices=("pmt", "fmd", "none"), default="pmt")
+    p.add_argument("--method", choices=("pmt", "fmd", "generator", "none"), default="pmt")
     p.add_argument("--authorized", action="append", metavar="NAME",
                    help="authorized recognizer (repeat for MR-PMT; default faceapi-resnet34)")
     p.add_argument("--separately", action="store_true",
@@ -60,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--eps", type=float)
     g.add_argument("--alpha", type=float)
     g.add_argument("--lam", type=float)
+    g = p.add_argument_group("generator (presets scale the strength: low 0.5, mid 0.75, high 1.0 = as trained)")
+    g.add_argument("--checkpoint", help="generator checkpoint path or shipped name (default: face)")
+    g.add_argument("--strength", type=float)
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="privacy/utility curve along one hyper-parameter, e.g. steps=25,50,100 or init_sigma=40,60,80")
     p.add_argument("--attacks", default=",".join(ATTACK_CHOICES),
@@ -97,8 +101,8 @@ def _csv(text: str | None) -> tuple[str, ...]:
 def config_from_args(args: argparse.Namespace):
     from photoveil.evaluation.runner import EvalConfig, parse_sweep
 
-    flags = PMT_FLAGS if args.method == "pmt" else FMD_FLAGS if args.method == "fmd" else ()
-    given_other = [f for f in set(PMT_FLAGS + FMD_FLAGS) - set(flags) if getattr(args, f, None) is not None]
+    flags = {"pmt": PMT_FLAGS, "fmd": FMD_FLAGS, "generator": GEN_FLAGS}.get(args.method, ())
+    given_other = [f for f in set(PMT_FLAGS + FMD_FLAGS + GEN_FLAGS) - set(flags) if getattr(args, f, None) is not None]
     if given_other:
         raise InvalidInput(f"--{given_other[0].replace('_', '-')} does not apply to --method {args.method}")
     overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}

@@ -55,7 +55,7 @@ from photoveil.evaluation import metrics as M
 
 log = logging.getLogger(__name__)
 
-METHODS = ("pmt", "fmd", "none")
+METHODS = ("pmt", "fmd", "generator", "none")
 ATTACKS = ("abuse", "attributes", "reconstruction", "robustness")
 # PMT split when the registry spec names none (DESIGN/issue 4: face-api's first conv +
 # max-pool + 3 residual blocks; comparable shallow depths for the others).
@@ -355,6 +355,8 @@ def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery:
     values = {"seed": cfg.seed, "progress": cfg.progress, "batch_size": 16, **cfg.overrides, **(extra or {})}
     split_override = values.pop("split", None)
     try:
+        if cfg.method == "generator":
+            return cls.from_preset(cfg.preset, **values) if cfg.preset else cls(cls.Config(**values))
         if cfg.method == "pmt":
             from photoveil.client.protect.shallow import ShallowModel, from_facenet
 
