@@ -100,9 +100,12 @@ class GeneratorModule(L.LightningModule):
 
     # -- loss --------------------------------------------------------------------------------
     def _critic_input(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        size = getattr(getattr(model, "spec", None), "input_size", None)  # face nets: FaceNet.spec
-        if size is not None and tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        size = getattr(getattr(model, "spec", None), "input_size", None)  # face nets: FaceNet.spec, (H, W)
+        if size is None:
+            return x
+        hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+        if tuple(x.shape[-2:]) != hw:
+            x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
         return x
 
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

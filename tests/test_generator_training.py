@@ -236,3 +236,17 @@ def test_cli_loss_weights_reach_the_config_and_are_validated():
     args.w_ssim = -1.0
     with pytest.raises(InvalidInput, match="w_ssim must be >= 0"):
         _config(args, args.target, args.aux)
+
+
+@pytest.mark.parametrize("size", [24, (24, 24), (24, 20)])
+def test_face_critic_input_is_resized_to_the_spec(size):
+    from types import SimpleNamespace
+
+    from photoveil.generator_training.module import GeneratorModule
+
+    critic = SimpleNamespace(spec=SimpleNamespace(input_size=size))
+    x = torch.rand(2, 3, 32, 32)
+    out = GeneratorModule._critic_input(None, critic, x)
+    assert tuple(out.shape[-2:]) == ((size, size) if isinstance(size, int) else size)
+    same = torch.rand(2, 3, *out.shape[-2:])
+    assert GeneratorModule._critic_input(None, critic, same) is same
