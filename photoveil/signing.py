@@ -61,24 +61,26 @@ def keygen(prefix: str | os.PathLike, password: str | None = None, overwrite: bo
     return private, public
 
 
-def _artifact_folder(folder: str | os.PathLike) -> tuple[Path, Path, dict]:
-    """(folder, .pte, manifest) after checking the folder's shape."""
+def read_artifact_folder(folder: str | os.PathLike) -> tuple[Path, str, dict]:
+    """``(pte, manifest text, manifest)`` of an artifact folder after checking its shape:
+    exactly one ``.pte`` and a ``manifest.json`` holding a JSON object."""
     folder = Path(folder)
     if not folder.is_dir():
         raise NotFound(f"no artifact folder at {folder}; give the folder `photoveil export` wrote")
     programs = sorted(folder.glob("*.pte"))
     if len(programs) != 1:
-        raise IntegrityError(f"{folder} holds {len(programs)} .pte files; an artifact holds exactly one")
+        raise IntegrityError(f"artifact {folder.name!r} holds {len(programs)} .pte files; exactly one is expected")
     manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
-        raise IntegrityError(f"{folder} has no {MANIFEST}; an artifact is a .pte plus its manifest")
+        raise IntegrityError(f"artifact {folder.name!r} has no {MANIFEST}; an artifact is a .pte plus its manifest")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        text = manifest_path.read_text(encoding="utf-8")
+        manifest = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{manifest_path} is not valid JSON ({exc})") from None
+        raise IntegrityError(f"artifact {folder.name!r}: {MANIFEST} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
-        raise IntegrityError(f"{manifest_path} is not a JSON object")
-    return folder, programs[0], manifest
+        raise IntegrityError(f"artifact {folder.name!r}: {MANIFEST} is not a JSON object")
+    return programs[0], text, manifest
 
 
 def _check_program_hash(pte: Path, manifest: dict) -> None:
@@ -103,7 +105,8 @@ def sign_artifact(folder: str | os.PathLike, private_key: str | os.PathLike, pas
     """
     import model_signing
 
-    folder, pte, manifest = _artifact_folder(folder)
+    folder = Path(folder)
+    pte, _, manifest = read_artifact_folder(folder)
     _check_program_hash(pte, manifest)
     key = _key_file(private_key, "private key")
     extra = sorted(p.name for p in folder.iterdir() if p.name not in (pte.name, MANIFEST, SIGNATURE_FILE))
@@ -132,7 +135,8 @@ def verify_artifact(folder: str | os.PathLike, public_key: str | os.PathLike) ->
     """
     import model_signing
 
-    folder, pte, manifest = _artifact_folder(folder)
+    folder = Path(folder)
+    pte, _, manifest = read_artifact_folder(folder)
     key = _key_file(public_key, "public key")
     signature = folder / SIGNATURE_FILE
     if not signature.is_file():

@@ -12,7 +12,6 @@ The server only serves what is there; clients verify signature and hashes themse
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from photoveil.errors import IntegrityError, InvalidInput, NotFound
+from photoveil.signing import read_artifact_folder
 
 ARTIFACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST = "manifest.json"
@@ -82,22 +82,10 @@ class ArtifactStore:
         return st.st_size, digest
 
     def _load(self, folder: Path) -> Artifact:
-        programs = sorted(folder.glob("*.pte"))
-        if len(programs) != 1:
-            raise IntegrityError(f"artifact {folder.name!r} holds {len(programs)} .pte files; exactly one is expected")
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise IntegrityError(f"artifact {folder.name!r} has no {MANIFEST}")
-        text = manifest_path.read_text(encoding="utf-8")
-        try:
-            manifest = json.loads(text)
-            if not isinstance(manifest, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
-            raise IntegrityError(f"artifact {folder.name!r}: {MANIFEST} is not a JSON object ({exc})") from None
+        pte, text, manifest = read_artifact_folder(folder)
         signatures = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(SIGNATURE_SUFFIXES))
         files = []
-        for path, role in [(programs[0], PROGRAM), (manifest_path, MANIFEST_ROLE),
+        for path, role in [(pte, PROGRAM), (folder / MANIFEST, MANIFEST_ROLE),
                            *((s, SIGNATURE) for s in signatures)]:
             size, digest = self._hash(path)
             files.append(ArtifactFile(path.name, role, size, digest, path))
