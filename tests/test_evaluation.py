@@ -346,3 +346,16 @@ def test_generator_checkpoint_is_evaluated(tmp_path):
     (ssim,) = records_by(recs, attack="image", metric="ssim")
     assert ssim["method"] == "generator" and ssim["params"]["strength"] == 1.0 and ssim["value"] < 0.999
     assert records_by(recs, attack="abuse", evaluated_model="toyB", metric="top1")
+
+
+def test_heldout_identity_split_never_draws_training_identities():
+    from photoveil.data.faces import scan_identity_folder, split_identities
+    from photoveil.evaluation.runner import EvalConfig, select_data
+
+    folder = scan_identity_folder(FIXTURE)
+    train, held = split_identities(folder, test_fraction=0.2, seed=0)
+    data = select_data(EvalConfig(data=str(FIXTURE), identity_split="heldout", identities=10, calib_pairs=0,
+                                  recon_train_images=2))
+    assert set(data.test) == set(held.identities) and not set(data.test) & set(train.identities)
+    with pytest.raises(InvalidInput, match="identity_split"):
+        EvalConfig(identity_split="train")

@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated recognizers / attribute models to evaluate (default: all)")
     p.add_argument("--data", type=Path, default=None, help="identity folder with pairs (default: the shared LFW)")
     p.add_argument("--identities", type=int, default=20, help="test identities (seeded subset; default 20)")
+    p.add_argument("--identity-split", choices=("all", "heldout"), default="all",
+                   help="heldout: draw test identities only from the 20%% that generator training holds out")
     p.add_argument("--images-per-identity", type=int, default=4, help="images per test identity (default 4)")
     p.add_argument("--pairs", type=int, default=60, help="verification pairs among them (half same; default 60)")
     p.add_argument("--preset", choices=("low", "mid", "high", "none"), default="mid",
@@ -112,7 +114,7 @@ def config_from_args(args: argparse.Namespace):
     return EvalConfig(
         method=args.method, authorized=tuple(args.authorized or ("faceapi-resnet34",)),
         evaluated=None if evaluated in ((), ("all",)) else evaluated, separately=args.separately,
-        data=str(args.data) if args.data else None, identities=args.identities,
+        data=str(args.data) if args.data else None, identities=args.identities, identity_split=args.identity_split,
         images_per_identity=args.images_per_identity, pairs=args.pairs,
         preset=None if args.preset == "none" else args.preset, overrides=overrides,
         sweep=parse_sweep(args.sweep, args.method) if args.sweep else None,

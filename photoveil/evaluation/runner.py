@@ -76,6 +76,8 @@ class EvalConfig:
     separately: bool = False                     # several --authorized: one PMT each, not MR-PMT
     data: str | None = None
     identities: int = 20
+    identity_split: str = "all"                  # "heldout": only the 20 % test identities that
+                                                 # generator training holds out (split_identities seed 0)
     images_per_identity: int = 4
     pairs: int = 60
     preset: str | None = "mid"
@@ -108,6 +110,8 @@ class EvalConfig:
             raise InvalidInput("give at least one --authorized recognizer")
         if self.method == "fmd" and len(self.authorized) > 1:
             self.separately = True  # FMD protects for one authorized model at a time
+        if self.identity_split not in ("all", "heldout"):
+            raise InvalidInput(f"identity_split must be all or heldout, got {self.identity_split!r}")
         bad = set(self.attacks) - set(ATTACKS)
         if bad:
             raise InvalidInput(f"unknown attack(s) {sorted(bad)}; accepted: {', '.join(ATTACKS)}")
@@ -288,7 +292,12 @@ def select_data(cfg: EvalConfig) -> EvalData:
 
     folder = scan_identity_folder(cfg.data or default_lfw_dir())
     rng = random.Random(cfg.seed)
-    eligible = [n for n in folder.identities if len(folder.images[n]) >= 2]
+    pool = folder.identities
+    if cfg.identity_split == "heldout":
+        from photoveil.data.faces import split_identities
+
+        pool = split_identities(folder, test_fraction=0.2, seed=0)[1].identities
+    eligible = [n for n in pool if len(folder.images[n]) >= 2]
     if len(eligible) < 2:
         raise InvalidInput(f"need >= 2 identities with >= 2 images under {str(folder.root)!r}, found {len(eligible)}")
     names = sorted(rng.sample(eligible, min(cfg.identities, len(eligible))))
