@@ -264,9 +264,9 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
                     outs.append(protected)
                     ms.append(t)
                 protected = torch.cat(outs)
-                feats = ((lambda x, inst=installed: Phone.features(inst, x)) if hasattr(installed.runner, "features_of")
-                         else (lambda x: Phone.features(shallow, x)))
-                evaluate(method, protected, ms, feats)
+                # a pmt-step program computes its own upload features; other methods use the shallow program
+                source = installed if hasattr(installed.runner, "features_of") else shallow
+                evaluate(method, protected, ms, lambda x, src=source: Phone.features(src, x))
             rpc.close()
         finally:
             server.stop(5.0)
