@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ class Answer:
     bytes_sent: int
     rpc_ms: float
     model_version: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def top1(self) -> str:
