@@ -77,8 +77,8 @@ class DepthToSpaceUp(nn.Module):
 
 class GeneratorForward(nn.Module):
     """``clamp(x + strength * U(x), 0, 1)`` — what ``GeneratorProtector`` computes, with
-    the U-Net's up-sampling deconvolutions as :class:`DepthToSpaceUp` and its replicate
-    padding as a broadcast + concat (both run in XNNPACK; the originals do not, or slowly).
+    the U-Net's up-sampling deconvolutions as :class:`DepthToSpaceUp` (XNNPACK's strided
+    deconvolution is several times slower).
     """
 
     def __init__(self, net: nn.Module, strength: float = 1.0):
@@ -92,35 +92,8 @@ class GeneratorForward(nn.Module):
                     setattr(parent, name, DepthToSpaceUp(child))
         self.net, self.strength = net, float(strength)
 
-    @staticmethod
-    def _replicate_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
-        if bottom:
-            row = x[:, :, -1:, :] * torch.ones(1, 1, bottom, 1, dtype=x.dtype)
-            x = torch.cat([x, row], dim=2)
-        if right:
-            col = x[:, :, :, -1:] * torch.ones(1, 1, 1, right, dtype=x.dtype)
-            x = torch.cat([x, col], dim=3)
-        return x
-
-    def perturbation(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        if not hasattr(net, "inc"):
-            return net.perturbation(x)
-        h, w = x.shape[-2:]
-        m = 2 ** net.depth
-        pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
-        y = self._replicate_pad(x, pad_h, pad_w)
-        skips = [net.inc(y)]
-        for down in net.downs:
-            skips.append(down(skips[-1]))
-        y = skips.pop()
-        for up in net.ups:
-            y = up(y, skips.pop())
-        y = net.outc(y)
-        return y[..., :h, :w] if pad_h or pad_w else y  # a no-op crop would export as a copy
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x + self.strength * self.perturbation(x), 0.0, 1.0)
+        return torch.clamp(x + self.strength * self.net.perturbation(x), 0.0, 1.0)
 
 
 class UploadFeatures(nn.Module):

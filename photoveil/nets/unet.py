@@ -25,7 +25,6 @@ Example::
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 PAPER_BASE_FEATURES = 32  # features_start of the paper's U-Net at width 1.0
@@ -134,19 +133,30 @@ class UNetGenerator(nn.Module):
         """The raw perturbation ``delta = U(x)``, same H, W as ``x`` (unbounded)."""
         h, w = x.shape[-2], x.shape[-1]
         m = 2**self.depth
-        # Pad bottom/right to a multiple of 2**depth so every skip connection lines up;
-        # replicate (not reflect) works for inputs smaller than the pad.
-        y = F.pad(x, (0, (m - w % m) % m, 0, (m - h % m) % m), mode="replicate")
-        skips = [self.inc(y)]
+        # Pad bottom/right to a multiple of 2**depth so every skip connection lines up.
+        pad_h, pad_w = (m - h % m) % m, (m - w % m) % m
+        skips = [self.inc(_replicate_pad(x, pad_h, pad_w))]
         for down in self.downs:
             skips.append(down(skips[-1]))
         y = skips.pop()
         for up in self.ups:
             y = up(y, skips.pop())
-        return self.outc(y)[..., :h, :w]
+        y = self.outc(y)
+        return y[..., :h, :w] if pad_h or pad_w else y  # a no-op crop would export as a copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x + self.perturbation(x), 0.0, 1.0)
+
+
+def _replicate_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
+    """Repeat the last row / column ``bottom`` / ``right`` times (``F.pad(mode="replicate")``,
+    written as a broadcast + concat: that form lowers into XNNPACK, the pad op does not; and
+    unlike reflect it works for inputs smaller than the pad)."""
+    if bottom:
+        x = torch.cat([x, x[:, :, -1:, :] * torch.ones(1, 1, bottom, 1, dtype=x.dtype, device=x.device)], dim=2)
+    if right:
+        x = torch.cat([x, x[:, :, :, -1:] * torch.ones(1, 1, 1, right, dtype=x.dtype, device=x.device)], dim=3)
+    return x
 
 
 def count_parameters(module: nn.Module) -> int:
