@@ -34,6 +34,24 @@ class Affine(nn.Module):
         return x * self.scale + self.shift
 
 
+class ChannelMix(nn.Module):
+    """``y[:, o] = sum_i matrix[o, i] * x[:, i]``: a channel reorder/scale as a 1x1 convolution
+    (exact for permutations, and lowered into the XNNPACK delegate unlike indexing)."""
+
+    def __init__(self, matrix):
+        super().__init__()
+        weight = torch.as_tensor(matrix, dtype=torch.float32)
+        self.register_buffer("weight", weight.reshape(*weight.shape, 1, 1))
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.weight)
+
+
+def rgb_to_bgr(scale: float = 1.0) -> ChannelMix:
+    """RGB -> BGR, times ``scale``."""
+    return ChannelMix(torch.eye(3).flip(0) * scale)
+
+
 class Grayscale(nn.Module):
     """RGB -> one channel ``(0.2989 R + 0.587 G + 0.114 B) * scale + shift`` (human's emotion input)."""
 
