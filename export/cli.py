@@ -117,10 +117,12 @@ def build(args):
 
             net, meta = load_generator(GeneratorProtector._resolve(args.checkpoint))
             model_id = Path(args.checkpoint).stem
+            trained_size = (meta.get("config") or {}).get("image_size")
         else:
             torch.manual_seed(0)
             net, model_id = UNetGenerator(in_channels=args.channels, width=args.width), f"unet-w{args.width:g}-untrained"
-        prog = P.generator_program(net.eval(), size=args.size or 112, batch=args.batch, strength=args.strength,
+            trained_size = None
+        prog = P.generator_program(net.eval(), size=args.size or trained_size or 112, batch=args.batch, strength=args.strength,
                                    model_id=model_id)
     elif args.program == "shallow":
         prog = P.shallow_program(args.model, args.split, args.size, args.batch, cache_dir=args.cache_dir)

@@ -1,4 +1,4 @@
-"""``photoveil generator train|matrix``: train perturbation generators, reproduce the paper's matrix.
+"""``photoveil generator train|matrix|test``: train perturbation generators, reproduce the paper's matrix.
 
 Examples::
 
@@ -59,6 +59,19 @@ def register(sub) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the no-aux generator per target")
     _common(p)
     p.set_defaults(func=cmd_matrix)
+
+    p = gsub.add_parser("test", help="a classification generator on its test images (eager, and a .pte of it)")
+    p.add_argument("--checkpoint", required=True, help="generator checkpoint path or shipped name")
+    p.add_argument("--artifact", default=None,
+                   help="also run this exported generator program (e.g. an --int8 export) and report the change")
+    p.add_argument("--aux", default=None, help="auxiliary model to evaluate (default: the one it was trained against)")
+    p.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-verify", action="store_true", help="skip the manifest sha256 check of the .pte")
+    p.add_argument("--out", default=None, help="also write the JSON record to FILE")
+    p.add_argument("--json", action="store_true", help="print the record as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=lambda args: __import__("photoveil.generator_training.testing", fromlist=["main"]).main(args))
 
 
 def _devices(value: str):

@@ -47,9 +47,29 @@ def smooth(grad: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
 
 
 def affine_warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Warp ``images`` by per-image affine matrices ``theta [N,2,3]`` (normalised coords)."""
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    """Warp ``images`` by per-image affine matrices ``theta [N,2,3]`` (normalised coords).
+
+    ``F.grid_sample(mode="bilinear", padding_mode="border", align_corners=False)`` written
+    with ``gather``: its input-gradient is then a ``scatter_add``, which the ExecuTorch
+    runtime has, whereas it has no kernel for ``grid_sampler_2d_backward`` (PMT step
+    programs differentiate through this warp).
+    """
+    n, c, h, w = images.shape
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    # Normalised -> pixel coordinates (align_corners=False), clamped to the border.
+    x = (((grid[..., 0] + 1) * w - 1) / 2).clamp(0, w - 1).reshape(n, 1, h * w)
+    y = (((grid[..., 1] + 1) * h - 1) / 2).clamp(0, h - 1).reshape(n, 1, h * w)
+    x0, y0 = x.floor(), y.floor()
+    wx, wy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    flat = images.reshape(n, c, h * w)
+
+    def at(yi, xi):
+        return flat.gather(2, (yi * w + xi).expand(n, c, h * w))
+
+    out = (at(y0, x0) * (1 - wx) + at(y0, x1) * wx) * (1 - wy) + (at(y1, x0) * (1 - wx) + at(y1, x1) * wx) * wy
+    return out.reshape(n, c, h, w)
 
 
 def random_affine_theta(n: int, max_rotate_deg: float, max_shift: float, max_scale: float,

@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--alpha", type=float)
     g.add_argument("--lam", type=float)
     g = p.add_argument_group("generator (presets scale the strength: low 0.5, mid 0.75, high 1.0 = as trained)")
-    g.add_argument("--checkpoint", help="generator checkpoint path or shipped name (default: face)")
+    g.add_argument("--checkpoint", help="generator checkpoint path or shipped name, or an exported generator artifact folder "
+                        "(runs the .pte, e.g. an int8 export) (default: face)")
     g.add_argument("--strength", type=float)
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="privacy/utility curve along one hyper-parameter, e.g. steps=25,50,100 or init_sigma=40,60,80")

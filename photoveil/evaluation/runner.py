@@ -365,6 +365,13 @@ def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery:
     split_override = values.pop("split", None)
     try:
         if cfg.method == "generator":
+            checkpoint = values.get("checkpoint")
+            if checkpoint and Path(checkpoint).is_dir():  # an exported program: evaluate what the phone runs
+                from photoveil.client.runtime import PteGenerator
+
+                values = {**(cls.PRESETS[cfg.preset] if cfg.preset else {}), **values}
+                values.pop("checkpoint")
+                return PteGenerator(checkpoint, **values)
             return cls.from_preset(cfg.preset, **values) if cfg.preset else cls(cls.Config(**values))
         if cfg.method == "pmt":
             from photoveil.client.protect.shallow import ShallowModel, from_facenet
