@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 MODEL_SOURCES = ("zoo", "tiny", "registry")
+WARMUP_REQUESTS = 500  # per client count, before the measured window
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SOURCE:NAME served, SOURCE one of zoo | tiny | registry (default zoo:vgg13_bn)")
     p.add_argument("--clients", default="32", help="comma list of concurrent clients (default 32)")
     p.add_argument("--batching", default="on,off", help="comma list of on | off (default both)")
-    p.add_argument("--requests", type=int, default=2000, help="at most this many requests per setting")
+    p.add_argument("--requests", type=int, default=5000,
+                   help="at most this many measured requests per setting (default 5000)")
     p.add_argument("--seconds", type=float, default=20.0, help="at most this long per setting")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -206,7 +208,7 @@ def _record(driver: Driver, seconds: float, **fields) -> dict:
 
 
 def run_loadtest(model: str = "zoo:vgg13_bn", clients: list[int] = (32,), batching: list[bool] = (True, False),
-                 max_requests: int = 2000, max_seconds: float = 20.0, max_batch_size: int = 32,
+                 max_requests: int = 5000, max_seconds: float = 20.0, max_batch_size: int = 32,
                  max_wait_ms: float = 5.0, payload: str = "tensor", half_load: bool = True,
                  server_threads: int = 0, log=print) -> list[dict]:
     from photoveil.errors import InvalidInput
@@ -235,6 +237,11 @@ def run_loadtest(model: str = "zoo:vgg13_bn", clients: list[int] = (32,), batchi
                 warm.closed_loop(1, 20, 10)  # first calls load / trace the model
                 warm.close()
                 for c in clients:
+                    # Unmeasured warm-up at this concurrency: the server's handler threads and
+                    # the allocator's pools grow during the first burst, not in the window.
+                    warm = Driver(server.target, request, c)
+                    warm.closed_loop(c, max(c, min(WARMUP_REQUESTS, max_requests // 4)), 10)
+                    warm.close()
                     driver = Driver(server.target, request, c)
                     secs = driver.closed_loop(c, max_requests, max_seconds)
                     driver.close()
