@@ -71,7 +71,7 @@ def register(sub) -> None:
     p.add_argument("--out", default=None, help="also write the JSON record to FILE")
     p.add_argument("--json", action="store_true", help="print the record as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=lambda args: __import__("photoveil.generator_training.testing", fromlist=["main"]).main(args))
+    p.set_defaults(func=cmd_test)
 
 
 def _devices(value: str):
@@ -168,3 +168,9 @@ def cmd_matrix(args) -> int:
     console.print(table)
     console.print(summary(records))
     return 0
+
+
+def cmd_test(args) -> int:
+    from photoveil.generator_training.testing import main
+
+    return main(args)

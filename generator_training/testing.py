@@ -33,7 +33,7 @@ class ProgramAsModule(nn.Module):
         return self.protector.protect(x)
 
 
-def test_generator(checkpoint: str, artifact: str | os.PathLike | None = None, images: int | None = None,
+def run_generator_test(checkpoint: str, artifact: str | os.PathLike | None = None, images: int | None = None,
                    aux: str | None = None, batch_size: int = 256, verify: bool = True,
                    progress: bool = False) -> dict:
     """Figures of ``checkpoint`` (a path or shipped name) on its test images; with
@@ -96,7 +96,7 @@ def main(args) -> int:
 
     if args.artifact is not None and not Path(args.artifact).is_dir():
         raise InvalidInput(f"--artifact {args.artifact!r} is not an artifact folder (.pte + manifest.json)")
-    record = test_generator(args.checkpoint, args.artifact, args.images, args.aux, args.batch_size,
+    record = run_generator_test(args.checkpoint, args.artifact, args.images, args.aux, args.batch_size,
                             verify=not args.no_verify, progress=not args.no_progress)
     print(json.dumps(record, indent=2) if args.json else format_record(record))
     if args.out:

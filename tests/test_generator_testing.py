@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from photoveil.errors import InvalidInput
-from photoveil.generator_training.testing import format_record, test_generator as run_test
+from photoveil.generator_training.testing import format_record, run_generator_test as run_test
 
 HAVE_FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir()
 
