@@ -304,6 +304,7 @@ def test_cli_rejects_flags_of_another_method(capsys):
 # ------------------------------------------------------------------------------ real models
 @pytest.fixture
 def real_models_dir(request):
+    """The pulled models folder (``<cache>/models``); ``--cache-dir`` takes its parent."""
     try:
         return request.getfixturevalue("face_models_dir")
     except pytest.FixtureLookupError:
@@ -319,7 +320,7 @@ def test_cli_smoke_on_fixture_with_real_models(real_models_dir, tmp_path, capsys
                "--evaluated", "faceapi-resnet34,mobileface,emotion", "--data", str(FIXTURE),
                "--identities", "3", "--images-per-identity", "2", "--pairs", "4", "--steps", "3",
                "--attacks", "abuse,attributes,robustness", "--transforms", "jpeg75", "--calib-pairs", "10",
-               "--cache-dir", str(real_models_dir), "--out", str(out), "--json", "--no-progress", "--threads", "1"])
+               "--cache-dir", str(real_models_dir.parent), "--out", str(out), "--json", "--no-progress", "--threads", "1"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads((out / "results.json").read_text())
