@@ -216,3 +216,13 @@ def test_faceres_separates_same_from_different_people(nets):
     same = np.array([s for _, _, s in pairs])
     best = max(((sims >= t) == same).mean() for t in sims)
     assert best >= 0.9 and sims[same].mean() - sims[~same].mean() > 0.15
+
+
+def test_faceres_gets_bgr_0_255(nets):
+    """faceres was trained on OpenCV (BGR) images: the wrapper hands its graph BGR x 255."""
+    net = nets["faceres"]
+    assert net.spec.channel_order == "BGR"
+    x = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net.post(net.body(x.flip(1) * 255.0)))
+        assert not torch.allclose(net(x), net(x.flip(1)), atol=1e-3)
