@@ -18,6 +18,7 @@ from typing import Any
 
 TASKS = ("classification", "face")
 SSIM_MODES = ("abs", "signed")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -47,6 +48,8 @@ class GeneratorTrainConfig:
 
     # --- optimisation (paper: AdamW lr 5e-3, wd 5e-4, batch 256, 100 epochs, 16-bit) ---
     lr: float = 5e-3
+    lr_schedule: str = "constant"  # paper: constant. "cosine": 5 % linear warm-up, then cosine
+    #                                decay to 0 per step; short (CPU) runs end far better with it
     weight_decay: float = 5e-4
     batch_size: int = 256
     epochs: int = 100
@@ -74,6 +77,8 @@ class GeneratorTrainConfig:
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         check(self.face_aux_margin < 1, f"face_aux_margin must be in [0, 1), got {self.face_aux_margin}")
         check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
+        check(self.lr_schedule in LR_SCHEDULES,
+              f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         check(0 < self.lr <= 1, f"lr must be in (0, 1], got {self.lr}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")

@@ -17,6 +17,8 @@ Example::
 """
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -64,6 +66,15 @@ def random_crop_flip(x: torch.Tensor, pad: int = CROP_PAD, generator: torch.Gene
     out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols]
     flip = (torch.rand(n, generator=generator) < 0.5).to(dev)[:, None, None, None]
     return torch.where(flip, out.flip(3), out)
+
+
+def cosine_with_warmup(step: int, total: int, warmup_fraction: float = 0.05) -> float:
+    """LR multiplier at ``step`` of ``total``: linear warm-up over the first 5 %, then cosine to 0."""
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class GeneratorModule(L.LightningModule):
@@ -154,7 +165,12 @@ class GeneratorModule(L.LightningModule):
         return self._eval_step(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.generator.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        opt = torch.optim.AdamW(self.generator.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
+        if self.config.lr_schedule == "constant":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cosine_with_warmup(step, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Plain dict next to the weights (also in hyper_parameters): readable with weights_only.

@@ -14,7 +14,7 @@ from photoveil.generator_training import matrix as matrix_mod
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.datamodule import GeneratorDataModule, seeded_subset
 from photoveil.generator_training.losses import classification_loss, similarity_term
-from photoveil.generator_training.module import GeneratorModule, random_crop_flip
+from photoveil.generator_training.module import GeneratorModule, cosine_with_warmup, random_crop_flip
 from photoveil.generator_training.train import train
 from photoveil.nets.unet import load_generator
 
@@ -156,9 +156,29 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown generator config keys"):
         GeneratorTrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     for bad in (dict(width=0), dict(lr=0), dict(w_aux=-1), dict(task="x"), dict(aux="resnet18"),
-                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8")):
+                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step")):
         with pytest.raises(ValueError):
             tiny_config(**bad)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    lrs = [cosine_with_warmup(s, 100) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)  # 5 warm-up steps
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))  # monotone decay after warm-up
+    assert lrs[100] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_schedule_reaches_the_optimizer(tmp_path, schedule):
+    cfg = tiny_config(lr_schedule=schedule)
+    train(cfg, tmp_path / "run", datamodule=datamodule(cfg, n_train=64), progress=False, evaluate=False,
+          target=small_cnn(1), aux=small_cnn(2))
+    ck = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    final_lr = ck["optimizer_states"][0]["param_groups"][0]["lr"]
+    if schedule == "constant":
+        assert not ck["lr_schedulers"] and final_lr == cfg.lr
+    else:
+        assert final_lr < 0.01 * cfg.lr  # decayed to ~0 by the last of the 4 steps
 
 
 def test_seeded_subset_is_deterministic():
