@@ -92,6 +92,12 @@ def test_each_enhancement_changes_the_result(images, change):
     assert not torch.allclose(base, other)
 
 
+def test_pool_without_aggregation_is_refused():
+    PMTProtector(toy_shallow(), PMTConfig(pool=4))  # two taps: aggregation on, any pool in range
+    with pytest.raises(ValueError, match="acts only with layers"):
+        PMTProtector(only_split(toy_shallow()), PMTConfig(pool=4))
+
+
 def test_layer_aggregation_changes_the_result(images):
     model = toy_shallow()
     multi = PMTProtector(model, PMTConfig(seed=0, steps=8)).protect(images)

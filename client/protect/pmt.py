@@ -71,7 +71,8 @@ class PMTConfig(ProtectorConfig):
             (None: each model's default PMT split).
         layers: extra, shallower split points aggregated with the split point
             (multi-layer aggregation; empty = off).
-        pool: AvgPool kernel of the aggregation, 1..8 (1 = no pooling).
+        pool: AvgPool kernel of the aggregation, 1..8 (1 = no pooling); only with ``layers``
+            (the split point alone is matched unpooled).
         kernel: gradient smoothing ``gaussian`` | ``linear`` | ``none``.
         kernel_length: half-length k of the kernel (size 2k+1), 1..15.
         device: torch device.
@@ -239,6 +240,10 @@ class PMTProtector(Protector):
         if not models:
             raise ValueError("PMT needs at least one authorized model")
         self.models = [self._shallow(m, cache_dir) for m in models]
+        if cfg.pool != PMTConfig.pool and all(len(m.points) == 1 for m in self.models):
+            # a lone split point is matched unpooled: a pool there would silently do nothing
+            raise ValueError(f"pool (the AvgPool of multi-layer aggregation) acts only with layers; got "
+                             f"pool={cfg.pool} and one tap per model: add layers or leave pool at {PMTConfig.pool}")
         kernel = None if cfg.kernel == "none" else ops.ti_kernel(cfg.kernel, cfg.kernel_length, 3)
         self.step = PMTStep(
             self.models, cfg.step_size / 255.0, cfg.pool, kernel=kernel, use_noise=cfg.augment in ("noise", "mix"), use_affine=cfg.augment in ("affine", "mix"),
