@@ -18,6 +18,7 @@ median on-device protection time and bytes sent per request.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import secrets
@@ -107,12 +108,16 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
             return P.fmd_step_program(clf, size=size, model_id=model_id, split=split)
         wanted["fmd-step"] = (model, fmd)
     if "generator" in methods and "face" in shipped_generators():
+        checkpoint = shipped_generators()["face"]
+        # the checkpoint's digest in the id: a cached program of an older face.pt is rebuilt
+        gen_id = f"face-{hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]}@{model}"
+
         def gen():
             from photoveil.nets.unet import load_generator
 
-            net, _ = load_generator(shipped_generators()["face"])
-            return P.generator_program(net.eval(), size=size, model_id=f"face@{model}")
-        wanted["generator"] = (f"face@{model}", gen)
+            net, _ = load_generator(checkpoint)
+            return P.generator_program(net.eval(), size=size, model_id=gen_id)
+        wanted["generator"] = (gen_id, gen)
     for artifact_id, (model_id, make) in wanted.items():
         folder = root / artifact_id
         manifest = folder / "manifest.json"
