@@ -25,7 +25,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="paper: 256 [256]")
     p.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (paper: 5e-3) [5e-3]")
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
-                   help="constant (paper) or cosine decay with 5 %% warm-up; short runs end better with cosine [constant]")
+                   help="constant (paper) or cosine decay to 0 after a 5 %% warm-up, for short runs [constant]")
     p.add_argument("--aux-ce-cap", type=float, default=5.0,
                    help="per-image cap on the aux CE; 0 = unbounded as in the paper [5.0]")
     p.add_argument("--w-target", type=float, default=1.0, help="weight of the target term (paper: 1.0) [1.0]")
@@ -96,8 +96,8 @@ def _config(args, target: str, aux: str | None):
             task=task, dataset=args.dataset, target=target, aux=aux, width=args.width,
             in_channels=in_channels, image_size=args.image_size or size, epochs=args.epochs,
             subset=args.subset, val_size=args.val_size, batch_size=args.batch_size, lr=args.lr,
-            lr_schedule=args.lr_schedule, aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode, precision=args.precision,
-            w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
+            lr_schedule=args.lr_schedule, aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode,
+            precision=args.precision, w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None

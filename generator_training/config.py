@@ -49,7 +49,7 @@ class GeneratorTrainConfig:
     # --- optimisation (paper: AdamW lr 5e-3, wd 5e-4, batch 256, 100 epochs, 16-bit) ---
     lr: float = 5e-3
     lr_schedule: str = "constant"  # paper: constant. "cosine": 5 % linear warm-up, then cosine
-    #                                decay to 0 per step; short (CPU) runs end far better with it
+    #                                decay to 0 per step, for short (CPU) runs
     weight_decay: float = 5e-4
     batch_size: int = 256
     epochs: int = 100
