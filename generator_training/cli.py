@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from photoveil.generator_training.config import LR_SCHEDULES, SSIM_MODES  # plain constants: cheap to import
+
 DATASET_TASK = {"lfw": "face"}  # every other dataset name is a classification dataset
 
 
@@ -24,14 +26,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-size", type=int, default=5000, help="validation images from the test split [5000]")
     p.add_argument("--batch-size", type=int, default=256, help="paper: 256 [256]")
     p.add_argument("--lr", type=float, default=5e-3, help="AdamW learning rate (paper: 5e-3) [5e-3]")
-    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                    help="constant (paper) or cosine decay to 0 after a 5 %% warm-up, for short runs [constant]")
     p.add_argument("--aux-ce-cap", type=float, default=5.0,
                    help="per-image cap on the aux CE; 0 = unbounded as in the paper [5.0]")
     p.add_argument("--w-target", type=float, default=1.0, help="weight of the target term (paper: 1.0) [1.0]")
     p.add_argument("--w-aux", type=float, default=1.0, help="weight of the aux term (paper: 1.0) [1.0]")
     p.add_argument("--w-ssim", type=float, default=0.5, help="weight of the SSIM term (paper: 0.5) [0.5]")
-    p.add_argument("--ssim-mode", choices=("abs", "signed"), default="abs", help="loss on |SSIM| or SSIM [abs]")
+    p.add_argument("--ssim-mode", choices=SSIM_MODES, default="abs", help="loss on |SSIM| or SSIM [abs]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers [0]")

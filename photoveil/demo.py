@@ -110,7 +110,7 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
     if "generator" in methods and "face" in shipped_generators():
         checkpoint = shipped_generators()["face"]
         # the checkpoint's digest in the id: a cached program of an older face.pt is rebuilt
-        gen_id = f"face-{hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]}@{model}"
+        gen_id = f"face-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}@{model}"
 
         def gen():
             from photoveil.nets.unet import load_generator
