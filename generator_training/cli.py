@@ -34,6 +34,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-aux", type=float, default=1.0, help="weight of the aux term (paper: 1.0) [1.0]")
     p.add_argument("--w-ssim", type=float, default=0.5, help="weight of the SSIM term (paper: 0.5) [0.5]")
     p.add_argument("--ssim-mode", choices=SSIM_MODES, default="abs", help="loss on |SSIM| or SSIM [abs]")
+    p.add_argument("--crop-pad", type=int, default=0,
+                   help="random-crop shift of training images; match the critics' training [0]")
+    p.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers [0]")
@@ -100,7 +103,8 @@ def _config(args, target: str, aux: str | None):
             subset=args.subset, val_size=args.val_size, batch_size=args.batch_size, lr=args.lr,
             lr_schedule=args.lr_schedule, aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode,
             precision=args.precision, w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
-            num_workers=args.num_workers, seed=args.seed)
+            augment=not args.no_augment, crop_pad=args.crop_pad, num_workers=args.num_workers,
+            seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
 

@@ -27,8 +27,7 @@ from torch import nn
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.losses import classification_loss, face_loss
 from photoveil.nets.unet import UNetGenerator
-
-CROP_PAD = 4  # random-crop padding of the CIFAR-style preprocessing the paper follows
+from photoveil.zoo.train import augment
 
 
 def load_critic(config: GeneratorTrainConfig, name: str) -> nn.Module:
@@ -52,20 +51,6 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def random_crop_flip(x: torch.Tensor, pad: int = CROP_PAD, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-image random crop (zero padding ``pad``) and horizontal flip of a batch [N, C, H, W]."""
-    n, c, h, w = x.shape
-    dev = x.device
-    padded = F.pad(x, (pad, pad, pad, pad))
-    i = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(dev)
-    j = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(dev)
-    rows = (i + torch.arange(h, device=dev))[:, None, :, None]
-    cols = (j + torch.arange(w, device=dev))[:, None, None, :]
-    out = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols]
-    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)[:, None, None, None]
-    return torch.where(flip, out.flip(3), out)
 
 
 def cosine_with_warmup(step: int, total: int, warmup_fraction: float = 0.05) -> float:
@@ -145,7 +130,7 @@ class GeneratorModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         if self.config.augment:
-            x = random_crop_flip(x)
+            x = augment(x, self.config.crop_pad, hflip=True)
         parts, _ = self.compute_loss(x, y)
         self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False, on_step=True, on_epoch=True)
         self.log("loss", parts["loss"].detach(), prog_bar=True, logger=False)

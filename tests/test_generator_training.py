@@ -14,7 +14,7 @@ from photoveil.generator_training import matrix as matrix_mod
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.datamodule import GeneratorDataModule, seeded_subset
 from photoveil.generator_training.losses import classification_loss, similarity_term
-from photoveil.generator_training.module import GeneratorModule, cosine_with_warmup, random_crop_flip
+from photoveil.generator_training.module import GeneratorModule, cosine_with_warmup
 from photoveil.generator_training.train import train
 from photoveil.nets.unet import load_generator
 
@@ -141,13 +141,16 @@ def test_face_variant_keeps_target_embedding_and_pushes_aux():
     assert parts1["aux_cos"] < parts0["aux_cos"]
 
 
-def test_random_crop_flip_shape_and_content():
-    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8) + 1
-    out = random_crop_flip(x, pad=2, generator=torch.Generator().manual_seed(0))
-    assert out.shape == x.shape
-    for i in range(2):  # every non-padding value comes from the same image
-        vals = out[i][out[i] > 0]
-        assert set(vals.tolist()) <= set(x[i].flatten().tolist())
+def test_training_step_augments_with_the_configured_shift(monkeypatch):
+    """The crop shift reaches the augmentation (default 0: the shipped zoo never saw shifts)."""
+    import photoveil.generator_training.module as module_mod
+
+    seen = []
+    monkeypatch.setattr(module_mod, "augment", lambda x, pad, hflip: seen.append((pad, hflip)) or x)
+    for pad in (0, 3):
+        module = GeneratorModule(tiny_config(augment=True, crop_pad=pad), target=small_cnn(0), aux=small_cnn(1))
+        module.training_step((torch.rand(2, 1, 16, 16), torch.tensor([0, 1])), 0)
+    assert seen == [(0, True), (3, True)]
 
 
 def test_config_validation_and_round_trip():
@@ -156,7 +159,7 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown generator config keys"):
         GeneratorTrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     for bad in (dict(width=0), dict(lr=0), dict(w_aux=-1), dict(task="x"), dict(aux="resnet18"),
-                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step")):
+                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step"), dict(crop_pad=-1)):
         with pytest.raises(ValueError):
             tiny_config(**bad)
 
@@ -250,9 +253,9 @@ def test_cli_loss_weights_reach_the_config_and_are_validated():
     from photoveil.generator_training.cli import _config
 
     args = build_parser().parse_args(["generator", "train", "--target", "vgg13_bn", "--aux", "resnet18", "--out", "x",
-                                      "--w-target", "2", "--w-aux", "0.5", "--w-ssim", "0.1"])
+                                      "--w-target", "2", "--w-aux", "0.5", "--w-ssim", "0.1", "--crop-pad", "2"])
     cfg = _config(args, args.target, args.aux)
-    assert (cfg.w_target, cfg.w_aux, cfg.w_ssim) == (2.0, 0.5, 0.1)
+    assert (cfg.w_target, cfg.w_aux, cfg.w_ssim, cfg.crop_pad, cfg.augment) == (2.0, 0.5, 0.1, 2, True)
     args.w_ssim = -1.0
     with pytest.raises(InvalidInput, match="w_ssim must be >= 0"):
         _config(args, args.target, args.aux)
