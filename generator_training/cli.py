@@ -37,6 +37,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-pad", type=int, default=0,
                    help="random-crop shift of training images; match the critics' training [0]")
     p.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation")
+    p.add_argument("--aux-rescale", type=float, default=0.0,
+                   help="aux sees x' down-scaled by a random factor in [1-R, 1] during training [0: off]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers [0]")
@@ -103,8 +105,8 @@ def _config(args, target: str, aux: str | None):
             subset=args.subset, val_size=args.val_size, batch_size=args.batch_size, lr=args.lr,
             lr_schedule=args.lr_schedule, aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode,
             precision=args.precision, w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
-            augment=not args.no_augment, crop_pad=args.crop_pad, num_workers=args.num_workers,
-            seed=args.seed)
+            aux_rescale=args.aux_rescale, augment=not args.no_augment, crop_pad=args.crop_pad,
+            num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
 

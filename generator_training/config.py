@@ -45,6 +45,9 @@ class GeneratorTrainConfig:
     aux_ce_cap: float | None = 5.0  # per-image cap on the aux CE before negation, so -CE cannot
     #                                 run to -inf and swamp the other terms; None = paper (unbounded)
     face_aux_margin: float = 0.0  # face task: aux cosine(x, x') is pushed down to this value only
+    aux_rescale: float = 0.0  # training only: aux sees x' first down-scaled by a random factor in
+    #                           [1 - aux_rescale, 1] and back (input diversity, Xie et al. CVPR'19),
+    #                           so what fools it must survive resampling; 0 = off (paper)
 
     # --- optimisation (paper: AdamW lr 5e-3, wd 5e-4, batch 256, 100 epochs, 16-bit) ---
     lr: float = 5e-3
@@ -79,6 +82,7 @@ class GeneratorTrainConfig:
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
         for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        check(0 <= self.aux_rescale < 1, f"aux_rescale must be in [0, 1), got {self.aux_rescale}")
         check(self.face_aux_margin < 1, f"face_aux_margin must be in [0, 1), got {self.face_aux_margin}")
         check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
         check(self.lr_schedule in LR_SCHEDULES,

@@ -53,6 +53,15 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def random_rescale(x: torch.Tensor, min_scale: float) -> torch.Tensor:
+    """``x`` down-scaled by one random factor in ``[min_scale, 1]`` (antialiased) and back up."""
+    scale = min_scale + (1.0 - min_scale) * torch.rand(()).item()
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+                          antialias=True, align_corners=False)
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
 def cosine_with_warmup(step: int, total: int, warmup_fraction: float = 0.05) -> float:
     """LR multiplier at ``step`` of ``total``: linear warm-up over the first 5 %, then cosine to 0."""
     warmup = max(1, int(total * warmup_fraction))
@@ -104,10 +113,13 @@ class GeneratorModule(L.LightningModule):
             x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
         return x
 
-    def compute_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """(loss parts, protected images) for a batch; see :mod:`.losses` for the terms."""
+    def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
+                     diversify: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(loss parts, protected images) for a batch; see :mod:`.losses` for the terms.
+        ``diversify`` (training) applies ``config.aux_rescale`` to what the aux sees."""
         cfg = self.config
         x_prot = self.generator(x)
+        x_aux = random_rescale(x_prot, 1.0 - cfg.aux_rescale) if diversify and cfg.aux_rescale > 0 else x_prot
         target, aux = self.critic("target"), self.critic("aux")
         weights = dict(w_target=cfg.w_target, w_aux=cfg.w_aux, w_ssim=cfg.w_ssim, ssim_mode=cfg.ssim_mode)
         if cfg.task == "face":
@@ -115,11 +127,11 @@ class GeneratorModule(L.LightningModule):
                 t_clean = target(self._critic_input(target, x))
                 a_clean = aux(self._critic_input(aux, x)) if aux is not None else None
             t_prot = target(self._critic_input(target, x_prot))
-            a_prot = aux(self._critic_input(aux, x_prot)) if aux is not None else None
+            a_prot = aux(self._critic_input(aux, x_aux)) if aux is not None else None
             parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin, **weights)
         else:
             t_logits = target(x_prot)
-            a_logits = aux(x_prot) if aux is not None else None
+            a_logits = aux(x_aux) if aux is not None else None
             parts = classification_loss(x, x_prot, y, t_logits, a_logits, aux_ce_cap=cfg.aux_ce_cap, **weights)
             parts["target_acc"] = (t_logits.argmax(1) == y).float().mean()
             if a_logits is not None:
@@ -131,7 +143,7 @@ class GeneratorModule(L.LightningModule):
         x, y = batch
         if self.config.augment:
             x = augment(x, self.config.crop_pad, hflip=True)
-        parts, _ = self.compute_loss(x, y)
+        parts, _ = self.compute_loss(x, y, diversify=True)
         self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False, on_step=True, on_epoch=True)
         self.log("loss", parts["loss"].detach(), prog_bar=True, logger=False)
         return parts["loss"]

@@ -159,7 +159,7 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown generator config keys"):
         GeneratorTrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     for bad in (dict(width=0), dict(lr=0), dict(w_aux=-1), dict(task="x"), dict(aux="resnet18"),
-                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step"), dict(crop_pad=-1)):
+                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step"), dict(crop_pad=-1), dict(aux_rescale=1.0)):
         with pytest.raises(ValueError):
             tiny_config(**bad)
 
@@ -273,3 +273,25 @@ def test_face_critic_input_is_resized_to_the_spec(size):
     assert tuple(out.shape[-2:]) == ((size, size) if isinstance(size, int) else size)
     same = torch.rand(2, 3, *out.shape[-2:])
     assert GeneratorModule._critic_input(None, critic, same) is same
+
+
+def test_aux_rescale_reaches_only_the_training_aux():
+    """aux_rescale: in training the aux sees a resampled x' (the target does not); eval is untouched."""
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.seen = small_cnn(2), []
+
+        def forward(self, x):
+            self.seen.append(x.detach().clone())
+            return self.net(x)
+
+    target, aux = Recorder(), Recorder()
+    module = GeneratorModule(tiny_config(aux_rescale=0.9), target=target, aux=aux)
+    x, y = torch.rand(2, 1, 16, 16), torch.tensor([0, 1])
+    torch.manual_seed(0)
+    _, x_prot = module.compute_loss(x, y, diversify=True)
+    assert torch.equal(target.seen[-1], x_prot.detach()) and not torch.allclose(aux.seen[-1], x_prot.detach())
+    assert aux.seen[-1].shape == x_prot.shape
+    _, x_prot = module.compute_loss(x, y)
+    assert torch.equal(aux.seen[-1], x_prot.detach())
