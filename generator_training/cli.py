@@ -38,7 +38,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="random-crop shift of training images; match the critics' training [0]")
     p.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation")
     p.add_argument("--aux-rescale", type=float, default=0.0,
-                   help="aux sees x' down-scaled by a random factor in [1-R, 1] during training [0: off]")
+                   help="aux sees x' down-scaled by a random factor in [1-R, 1) during training, R <= 0.95 [0: off]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers [0]")

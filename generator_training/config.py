@@ -82,7 +82,8 @@ class GeneratorTrainConfig:
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
         for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
-        check(0 <= self.aux_rescale < 1, f"aux_rescale must be in [0, 1), got {self.aux_rescale}")
+        # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
+        check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")
         check(self.face_aux_margin < 1, f"face_aux_margin must be in [0, 1), got {self.face_aux_margin}")
         check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
         check(self.lr_schedule in LR_SCHEDULES,

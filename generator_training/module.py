@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from photoveil.evaluation.metrics import rescale
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.losses import classification_loss, face_loss
 from photoveil.nets.unet import UNetGenerator
@@ -54,12 +55,9 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 def random_rescale(x: torch.Tensor, min_scale: float) -> torch.Tensor:
-    """``x`` down-scaled by one random factor in ``[min_scale, 1]`` (antialiased) and back up."""
-    scale = min_scale + (1.0 - min_scale) * torch.rand(()).item()
-    h, w = x.shape[-2:]
-    small = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
-                          antialias=True, align_corners=False)
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    """``x`` down-scaled by one random factor in ``[min_scale, 1)`` and back up: the evaluation's
+    ``rescale`` robustness transform, at a random factor."""
+    return rescale(x, min_scale + (1.0 - min_scale) * torch.rand(()).item())
 
 
 def cosine_with_warmup(step: int, total: int, warmup_fraction: float = 0.05) -> float:

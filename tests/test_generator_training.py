@@ -159,8 +159,8 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ValueError, match="unknown generator config keys"):
         GeneratorTrainConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     for bad in (dict(width=0), dict(lr=0), dict(w_aux=-1), dict(task="x"), dict(aux="resnet18"),
-                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step"), dict(crop_pad=-1),
-                dict(aux_rescale=1.0)):
+                dict(ssim_mode="x"), dict(image_size=8), dict(precision="8"), dict(lr_schedule="step"),
+                dict(crop_pad=-1), dict(aux_rescale=1.0), dict(aux_rescale=0.96)):
         with pytest.raises(ValueError):
             tiny_config(**bad)
 
