@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--augment", choices=("noise", "affine", "mix", "none"))
     g.add_argument("--split", help="split point ending the shallow model (see `photoveil models list`)")
     g.add_argument("--layers", nargs="*", help="extra split points for multi-layer aggregation")
+    g.add_argument("--upload", help="pmt --features: split point whose features are written (default: --split); "
+                                    "a shallower one sends the obfuscated image's features, which do not invert to the face")
     g.add_argument("--kernel", choices=("gaussian", "linear", "none"))
     g.add_argument("--kernel-length", type=int)
     g = p.add_argument_group("fmd (0-255 pixel units)")
@@ -103,7 +105,7 @@ def build_protector(args: argparse.Namespace, faces=None):
     if args.method == "pmt":
         cls = get_protector("pmt")
         cfg = {**common, **overrides(args, ("steps", "step_size", "init", "init_sigma", "augment",
-                                            "split", "layers", "kernel", "kernel_length"))}
+                                            "split", "layers", "upload", "kernel", "kernel_length"))}
         return cls.from_preset(args.preset, nets, cache_dir=args.cache_dir, **cfg), size
     if len(nets) > 1:
         raise InvalidInput("fmd protects one authorized model; give a single --model")

@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       ("kernel-length", int), ("pool", int), ("init-sigma", float), ("aug-sigma", float)):
         m.add_argument(f"--{name}", type=typ)
     m.add_argument("--layers", nargs="*", default=None, help="extra split points for multi-layer aggregation")
+    m.add_argument("--upload", help="split point of the program's features method (default: --split)")
     m.add_argument("--mode", choices=("fast", "exact"), default="fast", help="backward rewrites (export/gradients.py)")
     m.set_defaults(func=main)
 
@@ -130,7 +131,7 @@ def build(args):
         from photoveil.client.protect.pmt import PMTProtector
 
         cfg = _overrides(args, ("steps", "step_size", "augment", "kernel", "kernel_length", "pool", "init_sigma",
-                                "aug_sigma", "split"))
+                                "aug_sigma", "split", "upload"))
         if args.layers is not None:
             cfg["layers"] = tuple(args.layers)
         config = PMTProtector.preset_config(args.preset, **cfg)

@@ -239,7 +239,8 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
             shallow = phone.install("shallow")
             rows = []
 
-            def evaluate(method: str, protected: torch.Tensor, ms: list[float], features_of) -> None:
+            def evaluate(method: str, protected: torch.Tensor, ms: list[float], source) -> None:
+                """``source``: the installed program computing the upload features (its split)."""
                 s = [float(ssim(p[None], q[None], data_range=1.0)) for p, q in zip(protected, query)]
                 seen = spies.top1(protected) if spies else {}
                 for upload in ("image", "features"):
@@ -248,7 +249,8 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
                         if upload == "image":
                             answer = phone.upload_image(model, protected[i:i + 1])
                         else:
-                            answer = phone.upload_features(model, shallow.split, features_of(protected[i:i + 1]))
+                            answer = phone.upload_features(model, source.split,
+                                                           Phone.features(source, protected[i:i + 1]))
                         row.authorized_correct += answer.top1 == name
                         row.bytes_sent.append(answer.bytes_sent)
                         row.answers.append({"identity": name, "server_top1": answer.top1,
@@ -257,7 +259,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
                         row.unauthorized_correct[spy] = sum(a == b for a, b in zip(labels, names))
                     rows.append(row)
 
-            evaluate("none", query, [], lambda x: Phone.features(shallow, x))
+            evaluate("none", query, [], shallow)
             for method in methods:
                 if method in skipped:
                     continue
@@ -270,8 +272,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
                     ms.append(t)
                 protected = torch.cat(outs)
                 # a pmt-step program computes its own upload features; other methods use the shallow program
-                source = installed if hasattr(installed.runner, "features_of") else shallow
-                evaluate(method, protected, ms, lambda x, src=source: Phone.features(src, x))
+                evaluate(method, protected, ms, installed if hasattr(installed.runner, "features_of") else shallow)
             rpc.close()
         finally:
             server.stop(5.0)

@@ -232,8 +232,8 @@ def test_runner_without_protection_reproduces_clean(tmp_path):
 def test_runner_pmt_reconstruction_and_sweep(tmp_path):
     from photoveil.evaluation.runner import Evaluation, records_by
 
-    cfg = _cfg(tmp_path, method="pmt", overrides={"steps": 3}, attacks=("abuse", "reconstruction"),
-               sweep=("steps", (1, 2)))
+    cfg = _cfg(tmp_path, method="pmt", overrides={"steps": 3, "split": "block2", "upload": "block1"},
+               attacks=("abuse", "reconstruction"), sweep=("steps", (1, 2)))
     recs = Evaluation(cfg, _toy_models()).run(tmp_path / "run")
     assert all(REQUIRED_KEYS <= set(r) for r in recs)
     (ssim,) = records_by(recs, attack="image", metric="ssim")
@@ -241,6 +241,9 @@ def test_runner_pmt_reconstruction_and_sweep(tmp_path):
     for level in ("l1", "l2"):
         kinds = {r["features"] for r in records_by(recs, attack=f"reconstruction-{level}", metric="ssim")}
         assert kinds == {"unprotected", "random-noise", "protected"}
+        assert {r["params"]["split"] for r in records_by(recs, attack=f"reconstruction-{level}")} == {"block1"}
+    floor = {r["features"]: r["value"] for r in records_by(recs, attack="reconstruction-floor", metric="ssim")}
+    assert set(floor) == {"grey", "mean-train-face"} and all(v < 0.9 for v in floor.values())
     swept = {r["params"]["steps"] for r in records_by(recs, attack="sweep", metric="strict_accuracy")}
     assert swept == {1, 2}
     assert records_by(recs, evaluated_model="mean-unauthorized", attack="abuse", metric="strict_accuracy")

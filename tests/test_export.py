@@ -289,6 +289,15 @@ def test_faceapi_pmt_step_gradients_match_eager(faceapi):
 
 
 @pytest.mark.models
+def test_faceapi_pmt_step_uploads_at_its_upload_point(faceapi):
+    prog = P.pmt_step_program(faceapi, PMTConfig(seed=0, upload="pool"), size=64)
+    assert prog.options.split == "pool" and prog.options.extra["match_split"] == "block2"
+    feats = prog.options.methods["features"][0](prog.inputs[1])
+    with torch.no_grad():
+        assert feats.shape == faceapi.split("pool")[0](prog.inputs[1]).shape
+
+
+@pytest.mark.models
 def test_faceapi_shallow_forward(faceapi, tmp_path):
     prog = P.shallow_program(faceapi, size=64)
     art = export_program(prog.module, prog.inputs, prog.options, tmp_path)

@@ -115,6 +115,33 @@ def test_two_upload_outputs(images):
     torch.testing.assert_close(feats, expected)
 
 
+def test_shallower_upload_point_sends_the_obfuscated_image_features(images):
+    model = toy_shallow()
+    p = PMTProtector(model, PMTConfig(seed=0, steps=4, upload="a"))
+    out = p.protect(images)
+    with torch.no_grad():
+        at_a = model(out)[0]
+    assert p.features_of(out).shape == (3, 8, 12, 12)
+    torch.testing.assert_close(p.features_of(out), at_a)
+    # the upload point only changes what is sent, not the obfuscated image
+    torch.testing.assert_close(out, PMTProtector(model, PMTConfig(seed=0, steps=4)).protect(images))
+    with pytest.raises(InvalidInput, match="not a tap"):
+        PMTProtector(only_split(model), PMTConfig(steps=1, upload="a")).features_of(out)
+
+
+def test_upload_point_must_name_a_point_before_the_split():
+    from photoveil.client.protect.pmt import check_upload
+    from photoveil.facemodels.registry import get_spec
+
+    spec = get_spec("faceapi-resnet34")
+    check_upload(spec, "block2", "pool")
+    check_upload(spec, "block2", "block2")
+    with pytest.raises(InvalidInput, match="deeper than the split"):
+        check_upload(spec, "block2", "block3")
+    with pytest.raises(InvalidInput, match="named split points: stem"):
+        check_upload(spec, "block2", "conv9")
+
+
 def test_mr_pmt_serves_every_authorized_model(images):
     m1, m2 = only_split(toy_shallow(0)), only_split(toy_shallow(1))
     cfg = PMTConfig(seed=0, steps=60, step_size=1.0, augment="none", kernel="none")

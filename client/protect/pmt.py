@@ -23,7 +23,8 @@ features of the face *are* the face to a deep enough network), fewer keep the im
 but match the features less well. Pixel quantities are in 0-255 units like the paper.
 
 Two outputs, for the two upload cases: ``protect(x)`` -> the obfuscated image ``x~``;
-``features(x)`` -> ``E_c(x~)`` at the split point (what the server's rest half consumes).
+``features(x)`` -> ``E_c(x~)`` at the split point, or the features of ``x~`` at a shallower
+``upload`` point (what the server's rest half consumes).
 
 Shapes: images ``[N,3,H,W]`` float in [0,1] at the models' input size.
 
@@ -71,6 +72,12 @@ class PMTConfig(ProtectorConfig):
             (None: each model's default PMT split).
         layers: extra, shallower split points aggregated with the split point
             (multi-layer aggregation; empty = off).
+        upload: split point whose features :meth:`features` returns for the upload-features
+            case (None: the split point itself). A point shallower than ``split`` uploads the
+            features of the obfuscated *image* there, which are far from the original's
+            (only the deeper ``split`` features are matched), so an attacker who inverts them
+            gets the noise-like ``x~`` back instead of the face; the server runs the rest of
+            the network from ``upload``.
         pool: AvgPool kernel of the aggregation, 1..8 (1 = no pooling); only with ``layers``
             (the split point alone is matched unpooled).
         kernel: gradient smoothing ``gaussian`` | ``linear`` | ``none``.
@@ -87,6 +94,7 @@ class PMTConfig(ProtectorConfig):
     aug_affine: float = 3.0
     split: str | None = None
     layers: tuple[str, ...] = field(default_factory=tuple)
+    upload: str | None = None
     pool: int = 2
     kernel: str = "gaussian"
     kernel_length: int = 1
@@ -122,6 +130,17 @@ def _check_range(name, value, lo, hi, low_open=False):
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def check_upload(spec, split: str, upload: str) -> None:
+    """InvalidInput unless ``upload`` is a named split point of ``spec`` at or before ``split``."""
+    points = spec.split_points
+    if upload not in points:
+        raise InvalidInput(f"{spec.name} has no split point {upload!r} for upload; named split points: "
+                           f"{', '.join(points)}")
+    if points[upload] > points.get(split, -1):
+        raise InvalidInput(f"upload point {upload!r} of {spec.name} is deeper than the split {split!r}: the "
+                           f"uploaded features must come at or before the matched ones")
 
 
 class PMTStep(nn.Module):
@@ -239,7 +258,11 @@ class PMTProtector(Protector):
             models = [models]
         if not models:
             raise ValueError("PMT needs at least one authorized model")
-        self.models = [self._shallow(m, cache_dir) for m in models]
+        self.models, self.uploaders = [], []
+        for m in models:
+            shallow, uploader = self._shallow(m, cache_dir)
+            self.models.append(shallow)
+            self.uploaders.append(uploader)
         if cfg.pool != PMTConfig.pool and all(len(m.points) == 1 for m in self.models):
             # a lone split point is matched unpooled: a pool there would silently do nothing
             raise ValueError(f"pool (the AvgPool of multi-layer aggregation) acts only with layers; got "
@@ -249,9 +272,16 @@ class PMTProtector(Protector):
             self.models, cfg.step_size / 255.0, cfg.pool, kernel=kernel, use_noise=cfg.augment in ("noise", "mix"), use_affine=cfg.augment in ("affine", "mix"),
         ).to(cfg.device)
 
-    def _shallow(self, m, cache_dir) -> ShallowModel:
+    def _shallow(self, m, cache_dir) -> tuple[ShallowModel, ShallowModel | None]:
+        """``(taps PMT matches, the model cut at the upload point)``."""
+        upload = self.config.upload
         if isinstance(m, ShallowModel):
-            return m
+            if upload is None or upload == m.points[-1]:
+                return m, m
+            if upload not in m.points:  # protect() works; features_of() says what is missing
+                return m, None
+            k = m.points.index(upload) + 1
+            return m, ShallowModel(m.segments[:k], m.name, m.points[:k])
         if isinstance(m, str):
             from photoveil.facemodels import registry
 
@@ -262,7 +292,11 @@ class PMTProtector(Protector):
         split = self.config.split or getattr(spec, "default_split", None)
         if split is None:
             raise InvalidInput(f"{spec.name} has no default PMT split; pass split= one of {', '.join(spec.split_points)}")
-        return from_facenet(m, [*self.config.layers, split])
+        taps = from_facenet(m, [*self.config.layers, split])
+        if upload is None or upload == split:
+            return taps, taps
+        check_upload(spec, split, upload)
+        return taps, from_facenet(m, [upload])
 
     # -- the method --------------------------------------------------------------------
     def initial(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
@@ -305,11 +339,16 @@ class PMTProtector(Protector):
         return x_t.to(images.device)
 
     def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
-        """Shallow features ``E_c(x~)`` of the obfuscated images at the split point of
-        authorized model ``model`` — the upload-features case."""
+        """Shallow features of the obfuscated images at the upload point (default: the split
+        point ``E_c(x~)``) of authorized model ``model`` — the upload-features case."""
         return self.features_of(self.protect(images), model)
 
     def features_of(self, protected: torch.Tensor, model: int = 0) -> torch.Tensor:
-        """Split-point features of already protected images."""
+        """Upload-point features of already protected images."""
+        uploader = self.uploaders[model]
+        if uploader is None:
+            m = self.models[model]
+            raise InvalidInput(f"upload point {self.config.upload!r} is not a tap of shallow model "
+                               f"{m.name or '(unnamed)'} (taps: {', '.join(m.points)}); pass the recognizer itself")
         with torch.no_grad():
-            return self.models[model].upload_features(protected.to(self.config.device))
+            return uploader.upload_features(protected.to(self.config.device))

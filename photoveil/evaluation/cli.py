@@ -20,7 +20,7 @@ from photoveil.errors import InvalidInput
 
 ATTACK_CHOICES = ("abuse", "attributes", "reconstruction", "robustness")
 PMT_FLAGS = ("steps", "step_size", "init", "init_sigma", "augment", "aug_sigma", "aug_affine", "split", "layers",
-             "pool", "kernel", "kernel_length")
+             "upload", "pool", "kernel", "kernel_length")
 FMD_FLAGS = ("steps", "eps", "alpha", "lam", "split")
 GEN_FLAGS = ("checkpoint", "strength")
 
@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--aug-affine", type=float)
     g.add_argument("--split", help="split point of the authorized model (PMT shallow model / FMD feature layer)")
     g.add_argument("--layers", nargs="*", help="extra split points for PMT multi-layer aggregation")
+    g.add_argument("--upload", help="PMT: split point whose features are uploaded and attacked by the reconstruction "
+                                    "(default: --split); shallower than --split hides the face from inversion")
     g.add_argument("--pool", type=int)
     g.add_argument("--kernel", choices=("gaussian", "linear", "none"))
     g.add_argument("--kernel-length", type=int)

@@ -10,8 +10,9 @@ measures it with every attack:
   between original and protected (plus the expected-age absolute difference), with the
   paper's ``x + delta`` Gaussian-noise baseline (std 0.3) for comparison (Table 8);
 * ``reconstruction`` — Level 1 (U-Net decoder trained on *train* identities) and Level 2
-  (white-box TV inversion) on unprotected, random-noise and protected split-point
-  features of the (first) authorized model (Table 6);
+  (white-box TV inversion) on unprotected, random-noise and protected uploaded features
+  (PMT's ``upload`` point, else the split point) of the (first) authorized model
+  (Table 6), next to the SSIM floor of content-free images (grey, the mean training face);
 * ``image`` (always) — SSIM, PSNR between original and protected, UP(sigma, kappa);
 * ``robustness`` — the abuse metrics after each server-side transform (JPEG 95/75/50,
   0.5x down-scale and back, Gaussian blur sigma 1) applied to the protected upload;
@@ -38,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -252,7 +254,7 @@ class FaceCache:
                 table[p] = (face * 255.0).round().to(torch.uint8)
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
-                tmp = self._file(key).with_suffix(".tmp")
+                tmp = self._file(key).with_suffix(f".{os.getpid()}.tmp")  # concurrent runs share the cache
                 torch.save(table, tmp)
                 tmp.replace(self._file(key))
             except OSError as exc:  # read-only cache: keep going in memory
@@ -374,17 +376,21 @@ def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery:
                 return PteGenerator(checkpoint, **values)
             return cls.from_preset(cfg.preset, **values) if cfg.preset else cls(cls.Config(**values))
         if cfg.method == "pmt":
+            from photoveil.client.protect.pmt import check_upload
             from photoveil.client.protect.shallow import ShallowModel, from_facenet
 
             layers = tuple(values.get("layers", ()) or ())
             models = []
             for net in nets:
+                if values.get("upload"):
+                    check_upload(net.spec, split_of(net, split_override), values["upload"])
                 sm = from_facenet(net, [*layers, split_of(net, split_override)])
                 if input_hw(net) != tuple(size):
                     segs = list(sm.segments)
                     segs[0] = nn.Sequential(ResizeTo(input_hw(net)), segs[0])
                     sm = ShallowModel(segs, sm.name, sm.points)
                 models.append(sm)
+            values["split"] = split_override  # recorded with the run (the taps above already use it)
             make = (lambda **kw: cls.from_preset(cfg.preset, models, **kw)) if cfg.preset else \
                 (lambda **kw: cls(models, cls.Config(**kw)))
             return make(**values)
@@ -621,7 +627,8 @@ class Evaluation:
                                  params=p, role="attribute", n=len(v0), method=method)
 
     def reconstruction(self, data: EvalData, setting, protector, params: dict, out_dir: Path | None) -> None:
-        """Level 1 and Level 2 on the first authorized model's split-point features."""
+        """Level 1 and Level 2 on the first authorized model's uploaded features (PMT's
+        ``upload`` point, else the split point)."""
         from photoveil.client.protect.shallow import from_facenet
         from photoveil.evaluation import reconstruction as R
 
@@ -629,7 +636,7 @@ class Evaluation:
         name = setting[0]
         net = self.model(name)
         hw = self._size
-        split = split_of(net, cfg.overrides.get("split"))
+        split = split_of(net, params.get("upload") or params.get("split") or cfg.overrides.get("split"))
         shallow = from_facenet(net, [split])
         front = ResizeTo(input_hw(net))
 
@@ -660,6 +667,11 @@ class Evaluation:
         train_x = self.faces.get(data.train_images, hw, model=name)
         with torch.no_grad():
             train_z = torch.cat([e_c(c) for c in train_x.split(cfg.batch_size)])
+        # the floor: what images that carry nothing of the test faces score against them
+        # (SSIM rewards smooth outputs: a flat grey face scores ~0.44 on LFW crops)
+        floors = {"grey": torch.full_like(x, 0.5), "mean-train-face": train_x.mean(0, keepdim=True).expand_as(x)}
+        for kind, ref in floors.items():
+            record("floor", kind, R.score(ref.contiguous(), x), {})
         decoder = R.train_decoder(train_x, train_z, epochs=cfg.recon_epochs, width=cfg.recon_width, seed=cfg.seed,
                                   progress=cfg.progress)
         l1 = {"train_images": len(train_x), "epochs": cfg.recon_epochs, "width": cfg.recon_width}
@@ -879,7 +891,10 @@ def markdown(ev: Evaluation) -> str:
             vals = {r["metric"]: r["value"] for r in rec if r["attack"] == lvl and r["features"] == kind}
             rows.append([lvl, kind] + [vals.get(m) for m in ("ssim", "psnr", "cos", "srra")])
         out += ["## Reconstruction (Table 6: SSIM/PSNR lower = more private; COS/SRRA on the authorized model)", "",
-                _table(["attack", "features", "SSIM", "PSNR", "COS", "SRRA"], rows), ""]
+                _table(["attack", "features", "SSIM", "PSNR", "COS", "SRRA"], rows), "",
+                "reconstruction-floor: content-free images (flat grey, the mean of the attacker's training faces) "
+                "scored the same way; a reconstruction at or below them recovers nothing of the face that the "
+                "mean face does not.", ""]
     img = [r for r in recs if r["attack"] == "image"]
     if img:
         out += ["## Image metrics (original vs protected)", "",
