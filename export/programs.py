@@ -182,6 +182,9 @@ def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: i
     gm = trace_step(prot.step, inputs, mode=mode)
     methods = {}
     if with_features:
+        if prot.uploaders[0] is None:
+            raise InvalidInput(f"upload point {prot.config.upload!r} is not a tap of {prot.models[0].name or 'the model'}; "
+                               "pass the recognizer itself or with_features=False")
         methods["features"] = (UploadFeatures(prot.uploaders[0]), (x,))
     cfg = prot.config
     params = {"step_size": cfg.step_size, "steps": cfg.steps, "init": cfg.init, "init_sigma": cfg.init_sigma,
@@ -191,7 +194,8 @@ def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: i
               "models": [m.name for m in prot.models], "trace_mode": mode,
               "units": "pixel quantities in 0-255 units; noise input already scaled to [0,1] units"}
     opts = LowerOptions(method="pmt-step", model_id="+".join(m.name for m in prot.models), program="pmt-step",
-                        split=prot.uploaders[0].points[-1], input_names=["x_t", "x", "noise", "theta"],
+                        split=(prot.uploaders[0] or prot.models[0]).points[-1],
+                        input_names=["x_t", "x", "noise", "theta"],
                         output_names=["x_t_next"], extra=params, methods=methods, **lower_opts)
     return Program(gm, inputs, opts, prot.step, meta={"protector": prot})
 

@@ -298,6 +298,15 @@ def test_faceapi_pmt_step_uploads_at_its_upload_point(faceapi):
 
 
 @pytest.mark.models
+def test_high_preset_uploads_stem_features_of_the_obfuscated_image(faceapi):
+    prot = PMTProtector.from_preset("high", faceapi, steps=1, seed=0)
+    x = torch.rand(1, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    x_t = prot.protect(x)
+    with torch.no_grad():
+        torch.testing.assert_close(prot.features_of(x_t), faceapi.split("stem")[0](x_t))
+
+
+@pytest.mark.models
 def test_faceapi_shallow_forward(faceapi, tmp_path):
     prog = P.shallow_program(faceapi, size=64)
     art = export_program(prog.module, prog.inputs, prog.options, tmp_path)

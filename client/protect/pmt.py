@@ -243,12 +243,14 @@ class PMTProtector(Protector):
 
     method = "pmt"
     Config = PMTConfig
-    # low/mid/high privacy: a larger init noise and fewer steps keep the image further
-    # from the face; more steps match the authorized features more closely.
+    # low/mid/high privacy: a larger init noise keeps the image further from the face;
+    # more steps match the authorized features more closely. high also uploads the stem
+    # features of x~ (not the matched ones), which do not invert to the face; its start
+    # noise is so large that it needs 200 steps to keep the authorized accuracy (README).
     PRESETS = {
         "low": {"init_sigma": 40.0, "steps": 150, "step_size": 0.75},
         "mid": {"init_sigma": 60.0, "steps": 100, "step_size": 0.5},
-        "high": {"init_sigma": 80.0, "steps": 80, "step_size": 0.5},
+        "high": {"init_sigma": 150.0, "steps": 200, "step_size": 0.5, "upload": "stem"},
     }
 
     def __init__(self, models, config: PMTConfig | None = None, cache_dir=None):
