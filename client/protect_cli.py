@@ -112,7 +112,7 @@ def build_protector(args: argparse.Namespace, faces=None):
     from photoveil.client.protect.fmd import GalleryClassifier
 
     gallery, labels = fmd_gallery(args, faces, size)
-    clf = GalleryClassifier.from_facenet(nets[0], args.split or nets[0].spec.default_split, gallery, labels)
+    clf = GalleryClassifier.from_facenet(nets[0], nets[0].spec.resolve_split(args.split), gallery, labels)
     cls = get_protector("fmd")
     cfg = {**common, **overrides(args, ("steps", "eps", "alpha", "lam"))}
     return cls.from_preset(args.preset, clf, **cfg), size

@@ -148,7 +148,7 @@ def shallow_program(model="faceapi-resnet34", split: str | None = None, size=Non
 
     net = _facenet(model, cache_dir)
     spec = net.spec
-    split = split or spec.default_split
+    split = spec.resolve_split(split)
     if split is None:
         raise InvalidInput(f"{spec.name} has no default split; pass one of {', '.join(spec.split_points)}")
     mod = UploadFeatures(from_facenet(net, [split]))
@@ -210,7 +210,7 @@ def gallery_classifier(model="faceapi-resnet34", split: str | None = None, galle
     from photoveil.client.protect.fmd import GalleryClassifier
 
     net = _facenet(model, cache_dir)
-    split = split or net.spec.default_split
+    split = net.spec.resolve_split(split)
     if gallery is None:
         from photoveil.data.faces import FaceDataset
         from photoveil.paths import ASSETS

@@ -300,6 +300,7 @@ def test_faceapi_pmt_step_uploads_at_its_upload_point(faceapi):
 @pytest.mark.models
 def test_high_preset_uploads_stem_features_of_the_obfuscated_image(faceapi):
     prot = PMTProtector.from_preset("high", faceapi, steps=1, seed=0)
+    assert prot.models[0].points[-1] == faceapi.spec.deep_split != faceapi.spec.default_split
     x = torch.rand(1, 3, 150, 150, generator=torch.Generator().manual_seed(0))
     x_t = prot.protect(x)
     with torch.no_grad():

@@ -142,6 +142,15 @@ def test_upload_point_must_name_a_point_before_the_split():
         check_upload(spec, "block2", "conv9")
 
 
+def test_split_names_resolve_per_model():
+    from photoveil.facemodels.registry import get_spec
+
+    api, res = get_spec("faceapi-resnet34"), get_spec("faceres")
+    assert api.resolve_split(None) == api.default_split and api.resolve_split("block1") == "block1"
+    assert api.resolve_split("deep") == api.deep_split in api.split_points
+    assert res.resolve_split("deep") == res.default_split  # no deeper split named: the default
+
+
 def test_mr_pmt_serves_every_authorized_model(images):
     m1, m2 = only_split(toy_shallow(0)), only_split(toy_shallow(1))
     cfg = PMTConfig(seed=0, steps=60, step_size=1.0, augment="none", kernel="none")

@@ -69,7 +69,9 @@ class PMTConfig(ProtectorConfig):
         aug_affine: max rotation (degrees) of the ``affine`` augmentation; shifts up to
             ``aug_affine / 150`` of the image, scale up to ``aug_affine / 150``.
         split: named split point of the authorized model(s): the end of ``E_c``
-            (None: each model's default PMT split).
+            (None: each model's default PMT split; ``"deep"``: each model's deeper split,
+            ``block64_3`` of faceapi-resnet34, whose more invariant features let ``x~``
+            carry less of the face).
         layers: extra, shallower split points aggregated with the split point
             (multi-layer aggregation; empty = off).
         upload: split point whose features :meth:`features` returns for the upload-features
@@ -244,13 +246,14 @@ class PMTProtector(Protector):
     method = "pmt"
     Config = PMTConfig
     # low/mid/high privacy: a larger init noise keeps the image further from the face;
-    # more steps match the authorized features more closely. high also uploads the stem
-    # features of x~ (not the matched ones), which do not invert to the face; its start
-    # noise is so large that it needs 200 steps to keep the authorized accuracy (README).
+    # more steps match the authorized features more closely. high matches the model's
+    # deeper split (more invariant features: x~ re-grows less of the face) and uploads
+    # the stem features of x~, not the matched ones, so they do not invert to the face;
+    # its start noise is so large that it needs 200 steps (README, "Reconstruction").
     PRESETS = {
         "low": {"init_sigma": 40.0, "steps": 150, "step_size": 0.75},
         "mid": {"init_sigma": 60.0, "steps": 100, "step_size": 0.5},
-        "high": {"init_sigma": 150.0, "steps": 200, "step_size": 0.5, "upload": "stem"},
+        "high": {"init_sigma": 150.0, "steps": 200, "step_size": 0.5, "split": "deep", "upload": "stem"},
     }
 
     def __init__(self, models, config: PMTConfig | None = None, cache_dir=None):
@@ -291,7 +294,7 @@ class PMTProtector(Protector):
         spec = getattr(m, "spec", None)
         if spec is None:
             raise InvalidInput(f"authorized model must be a registry name, a FaceNet or a ShallowModel; got {type(m).__name__}")
-        split = self.config.split or getattr(spec, "default_split", None)
+        split = spec.resolve_split(self.config.split)
         if split is None:
             raise InvalidInput(f"{spec.name} has no default PMT split; pass split= one of {', '.join(spec.split_points)}")
         taps = from_facenet(m, [*self.config.layers, split])

@@ -155,10 +155,10 @@ class ResizeTo(nn.Module):
 
 
 def split_of(net, override: str | None = None) -> str:
-    """The PMT / feature split point of ``net``: ``override``, the spec's default, or
-    :data:`FALLBACK_SPLITS`."""
+    """The PMT / feature split point of ``net``: ``override`` (``"deep"``: the spec's deep
+    split), the spec's default, or :data:`FALLBACK_SPLITS`."""
     spec = net.spec
-    point = override or getattr(spec, "default_split", None) or FALLBACK_SPLITS.get(spec.name)
+    point = spec.resolve_split(override) or FALLBACK_SPLITS.get(spec.name)
     if point is None:
         point = next(iter(spec.split_points), None)
     if point is None or point not in spec.split_points:
@@ -365,6 +365,8 @@ def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery:
     cls = get_protector(cfg.method)
     values = {"seed": cfg.seed, "progress": cfg.progress, "batch_size": 16, **cfg.overrides, **(extra or {})}
     split_override = values.pop("split", None)
+    if split_override is None and cfg.preset and cfg.method == "pmt":  # the preset may name the depth
+        split_override = cls.PRESETS[cfg.preset].get("split")
     try:
         if cfg.method == "generator":
             checkpoint = values.get("checkpoint")

@@ -54,10 +54,20 @@ class FaceModelSpec:
     output_size: int | dict[str, int]
     split_points: dict[str, int] = field(default_factory=dict)
     default_split: str | None = None  # end of the shallow model PMT/FMD use by default
+    deep_split: str | None = None  # split "deep": the deeper E_c of PMT's high preset (None: default)
     licence: str = "MIT"
     architecture: str = ""
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     notes: str = ""
+
+    def resolve_split(self, split: str | None) -> str | None:
+        """A split name as configs give it: None -> ``default_split``; ``"deep"`` ->
+        ``deep_split`` (or the default where the model names none); else unchanged."""
+        if split is None:
+            return self.default_split
+        if split == "deep":
+            return self.deep_split or self.default_split
+        return split
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,7 +89,7 @@ _SPECS = (
         normalisation="(255x - [122.782, 117.001, 104.298]) / 255, folded into the stem conv",
         output="128-d face descriptor", output_size=128,
         split_points={"stem": 1, "pool": 2, "block1": 3, "block2": 4, "block3": 5, "down64": 6, "block64_3": 9},
-        default_split="block2",
+        default_split="block2", deep_split="block64_3",
         architecture="ResNet-34 (dlib face recognition model v1, face-api port), 29 conv layers",
         notes="uint8-quantised weights. Split 'block3' = first conv + max-pool + 3 residual blocks."),
     FaceModelSpec(
