@@ -2,13 +2,15 @@
 
 Each photo is read, its face detected and aligned to the authorized model's input size,
 protected, and written as ``OUT/<name>.png`` (plus ``OUT/<name>.npy``, the shallow
-features, with ``--features``: the upload-features case). A photo that cannot be read or
+features, with ``--features``: the upload-features case; ``OUT/features.json`` names the
+model and split point they belong to, which the upload must state). A photo that cannot be read or
 has no detectable face is reported by name and skipped; the others are still processed.
 Exit code: 0 all protected, 1 some failed, 2 bad arguments.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -176,5 +178,10 @@ def main(args: argparse.Namespace) -> int:
             save_png(protected[i], stem.with_suffix(".png"))
             if feats is not None:
                 np.save(stem.with_suffix(".npy"), feats[i].cpu().numpy())
+        if feats is not None:  # what the upload needs to name: model and split point of the features
+            uploader = protector.uploaders[0]
+            (out_dir / "features.json").write_text(json.dumps(
+                {"model": uploader.name, "split": uploader.points[-1], "shape": list(feats.shape[1:]),
+                 "dtype": "float32"}, indent=1) + "\n")
     print(f"protected {len(names)} of {len(files)} photo(s) with {args.method} -> {out_dir}")
     return 1 if failed else 0

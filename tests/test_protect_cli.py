@@ -1,6 +1,7 @@
 """`photoveil protect` on files and folders: outputs, per-file failures, exit codes."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def test_bad_files_are_reported_and_the_rest_protected(face_models_dir, inputs, 
     assert png.shape == (150, 150, 3)  # aligned to faceapi-resnet34's input
     feats = np.load(out / "face.npy")
     assert feats.ndim == 3 and np.isfinite(feats).all()
+    meta = json.loads((out / "features.json").read_text())
+    assert meta["model"] == "faceapi-resnet34" and meta["split"] == "block2" and meta["shape"] == list(feats.shape)
     assert not (out / "grey.png").exists()
 
 
