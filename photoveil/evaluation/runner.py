@@ -364,9 +364,6 @@ def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery:
         return IdentityProtector()
     cls = get_protector(cfg.method)
     values = {"seed": cfg.seed, "progress": cfg.progress, "batch_size": 16, **cfg.overrides, **(extra or {})}
-    split_override = values.pop("split", None)
-    if split_override is None and cfg.preset and cfg.method == "pmt":  # the preset may name the depth
-        split_override = cls.PRESETS[cfg.preset].get("split")
     try:
         if cfg.method == "generator":
             checkpoint = values.get("checkpoint")
@@ -381,24 +378,25 @@ def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery:
             from photoveil.client.protect.pmt import check_upload
             from photoveil.client.protect.shallow import ShallowModel, from_facenet
 
-            layers = tuple(values.get("layers", ()) or ())
+            # the preset + overrides decide split / upload / layers; the taps are cut here
+            # (resized per model for MR-PMT) and the protector gets them ready-made
+            conf = cls.preset_config(cfg.preset, **values) if cfg.preset else cls.Config(**values)
             models = []
             for net in nets:
-                if values.get("upload"):
-                    check_upload(net.spec, split_of(net, split_override), values["upload"])
-                sm = from_facenet(net, [*layers, split_of(net, split_override)])
+                split = split_of(net, conf.split)
+                if conf.upload:
+                    check_upload(net.spec, split, conf.upload)
+                sm = from_facenet(net, [*conf.layers, split])
                 if input_hw(net) != tuple(size):
                     segs = list(sm.segments)
                     segs[0] = nn.Sequential(ResizeTo(input_hw(net)), segs[0])
                     sm = ShallowModel(segs, sm.name, sm.points)
                 models.append(sm)
-            values["split"] = split_override  # recorded with the run (the taps above already use it)
-            make = (lambda **kw: cls.from_preset(cfg.preset, models, **kw)) if cfg.preset else \
-                (lambda **kw: cls(models, cls.Config(**kw)))
-            return make(**values)
+            return cls(models, conf)
         from photoveil.client.protect.fmd import GalleryClassifier
 
         net = nets[0]
+        split_override = values.pop("split", None)
         clf = GalleryClassifier.from_facenet(net, split_of(net, split_override), resize_to(gallery, input_hw(net)),
                                              gallery_labels)
         if input_hw(net) != tuple(size):
