@@ -125,11 +125,11 @@ def test_level1_decoder_inverts_a_trivial_shallow_model(tmp_path):
     train, test = _smooth_images(64, seed=0), _smooth_images(12, seed=1)
     with torch.no_grad():
         z_train, z_test, z_other = shallow(train), shallow(test), shallow(torch.rand_like(test))
-    decoder = R.train_decoder(train, z_train, epochs=12, batch_size=16, width=16, progress=False)
+    decoder = R.train_decoder(train, z_train, epochs=30, batch_size=8, width=16, progress=False)
     clean = R.score(R.reconstruct(decoder, z_test), test)
     noise_image = R.score(R.reconstruct(decoder, z_other), test)  # features of a noise upload (as PMT sends)
     shuffled = R.score(R.reconstruct(decoder, R.noise_features(z_test, z_other)), test)
-    assert clean["ssim"] > 0.35
+    assert clean["ssim"] > 0.45
     assert clean["ssim"] > noise_image["ssim"] + 0.2
     assert clean["psnr"] > noise_image["psnr"] + 2.0
     assert clean["ssim"] > shuffled["ssim"]

@@ -64,12 +64,36 @@ class DecoderConfig:
             raise InvalidInput(f"decoder width must be in [8, 512], got {self.width}")
 
 
+def up_plan(feature: int, image: int) -> list[tuple[int, int]]:
+    """``(kernel, padding)`` of the stride-2 transposed convolutions that take one feature
+    side to the image side: exact doublings (4, 1), the last one sized so the output lands on
+    ``image`` exactly (``2 h - 2 + k``), like the VALID strided convs the shallow models use.
+    ``[]`` when the sides differ by less than 1.5x; a last step that would need a kernel
+    outside [2, 16] keeps (4, 1) and the decoder resizes the rest."""
+    n = max(0, round(math.log2(image / feature))) if image / feature >= 1.5 else 0
+    plan, h = [], feature
+    for i in range(n):
+        k = image - 2 * h + 2
+        if i == n - 1 and 2 <= k <= 16:
+            plan.append((k, 0))
+            h = image
+        else:
+            plan.append((4, 1))
+            h *= 2
+    return plan
+
+
 class FeatureDecoder(nn.Module):
     """Shallow features ``[N, C, h, w]`` -> image ``[N, 3, H, W]`` in [0, 1].
 
     A two-level U-Net at the feature resolution (input BatchNorm, so raw feature scales do
-    not matter) followed by ``ceil(log2(H / h))`` bilinear 2x up-sampling stages with
-    halving widths and a final resize to exactly ``(H, W)``.
+    not matter), then stride-2 transposed convolutions sized by :func:`up_plan`, plus a
+    *linear* path of the same geometry straight from the normalised features. Learned
+    up-sampling on the encoder's own grid and the linear path make the decoder a close
+    inverse of ``E_c`` rather than a face prior: it reconstructs what the features carry
+    (for PMT's uploads, the obfuscated image), which a bilinear, sigmoid decoder did not -
+    it drifted to a smooth mean face on every input it had not seen. Output: ``0.5 +``
+    both paths, clamped to [0, 1] outside training.
     """
 
     def __init__(self, config: DecoderConfig):
@@ -80,24 +104,33 @@ class FeatureDecoder(nn.Module):
         self.inc = nn.Sequential(_conv_bn(c, w), _conv_bn(w, w))
         self.down = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w))
         self.upc = nn.Sequential(_conv_bn(3 * w, w), _conv_bn(w, w))
-        ratio = max(config.image_size[0] / config.feature_size[0], config.image_size[1] / config.feature_size[1])
-        n_up = max(0, math.ceil(math.log2(ratio) - 1e-6)) if ratio > 1 else 0
-        stages, ch = [], w
-        for _ in range(n_up):
-            nxt = max(8, ch // 2)
-            stages.append(_conv_bn(ch, nxt))
+        (fh, fw), (ih, iw) = config.feature_size, config.image_size
+        ph, pw = up_plan(fh, ih), up_plan(fw, iw)
+        n = min(len(ph), len(pw))
+        plan = [((kh, kw), (qh, qw)) for (kh, qh), (kw, qw) in zip(ph[-n:], pw[-n:])] if n else []
+        stages, lin, ch = [], [], w
+        for i, (k, pad) in enumerate(plan):
+            last = i == len(plan) - 1
+            nxt = 3 if last else max(8, ch // 2)
+            stages.append(nn.ConvTranspose2d(ch, nxt, k, 2, pad))
+            if not last:
+                stages.append(nn.ReLU(inplace=True))
+            lin.append(nn.ConvTranspose2d(c if i == 0 else 3, 3, k, 2, pad))
             ch = nxt
-        self.ups = nn.ModuleList(stages)
-        self.out = nn.Conv2d(ch, 3, 3, padding=1)
+        if not plan:
+            stages.append(nn.Conv2d(ch, 3, 3, padding=1))
+            lin.append(nn.Conv2d(c, 3, 3, padding=1))
+        self.ups, self.lin = nn.Sequential(*stages), nn.Sequential(*lin)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        e1 = self.inc(self.norm(z))
+        z = self.norm(z)
+        e1 = self.inc(z)
         e2 = self.down(e1)
         y = self.upc(torch.cat([e1, F.interpolate(e2, size=e1.shape[-2:], mode="bilinear", align_corners=False)], 1))
-        for stage in self.ups:
-            y = stage(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
-        y = F.interpolate(y, size=self.config.image_size, mode="bilinear", align_corners=False)
-        return torch.sigmoid(self.out(y))
+        y = self.ups(y) + self.lin(z) + 0.5
+        if tuple(y.shape[-2:]) != self.config.image_size:
+            y = F.interpolate(y, size=self.config.image_size, mode="bilinear", align_corners=False)
+        return y if self.training else y.clamp(0.0, 1.0)
 
 
 def _lightning_module(decoder: FeatureDecoder, lr: float, epochs: int):
@@ -124,8 +157,8 @@ def _lightning_module(decoder: FeatureDecoder, lr: float, epochs: int):
     return DecoderModule()
 
 
-def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 20, batch_size: int = 32,
-                  lr: float = 2e-3, width: int = 48, seed: int = 0, progress: bool = True) -> FeatureDecoder:
+def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 30, batch_size: int = 16,
+                  lr: float = 3e-3, width: int = 48, seed: int = 0, progress: bool = True) -> FeatureDecoder:
     """Train a Level-1 reconstruction decoder on ``(images [N,3,H,W], features [N,C,h,w])``.
 
     Runs a Lightning ``Trainer`` on the CPU (no logger, no checkpoints); returns the decoder

@@ -92,9 +92,9 @@ class EvalConfig:
     up_sigma: float = 0.1
     up_kappa: float = 0.3
     alignment: str = "landmarks"
-    recon_train_images: int = 300
+    recon_train_images: int = 1000
     recon_test_images: int = 16
-    recon_epochs: int = 15
+    recon_epochs: int = 30
     recon_width: int = 32
     invert_steps: int = 200
     invert_alpha: float = 4.0
