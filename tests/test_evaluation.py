@@ -363,3 +363,21 @@ def test_heldout_identity_split_never_draws_training_identities():
     assert set(data.test) == set(held.identities) and not set(data.test) & set(train.identities)
     with pytest.raises(InvalidInput, match="identity_split"):
         EvalConfig(identity_split="train")
+
+
+@pytest.mark.parametrize("feature, image", [(72, 150), (37, 150), (19, 150), (28, 112), (56, 112), (150, 150), (5, 150)])
+def test_up_plan_lands_on_the_image_side(feature, image):
+    h = feature
+    for k, pad in R.up_plan(feature, image):
+        h = (h - 1) * 2 - 2 * pad + k  # ConvTranspose2d output side, stride 2
+    # exact doublings land on the image; only a last kernel outside [2, 16] leaves a resize
+    assert h == image or abs(math.log2(image / h)) < 0.6
+
+
+@pytest.mark.parametrize("feature, image", [((72, 72), (150, 150)), ((19, 19), (150, 150)), ((14, 14), (112, 112))])
+def test_feature_decoder_output_shape_and_range(feature, image):
+    dec = R.FeatureDecoder(R.DecoderConfig(in_channels=4, feature_size=feature, image_size=image, width=8)).eval()
+    with torch.no_grad():
+        y = dec(torch.randn(2, 4, *feature) * 50)
+    assert y.shape == (2, 3, *image)
+    assert 0.0 <= y.min() and y.max() <= 1.0
