@@ -37,6 +37,8 @@ def test_registry_has_required_models_and_fields():
     for s in registry.list_specs():
         assert s.role in registry.ROLES and len(s.input_size) == 2 and s.licence == "MIT"
         assert all(isinstance(v, int) and v > 0 for v in s.split_points.values())
+        if s.deep_split:  # PMT's high preset matches it: a named point deeper than the default
+            assert s.split_points[s.deep_split] > s.split_points[s.default_split]
     assert set(registry.get_spec("gear").labels) == {"age", "gender", "race"}
     assert "WEAK" in registry.get_spec("mobilefacenet").notes
     with pytest.raises(NotFound, match="faceres"):

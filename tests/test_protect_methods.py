@@ -145,10 +145,11 @@ def test_upload_point_must_name_a_point_before_the_split():
 def test_split_names_resolve_per_model():
     from photoveil.facemodels.registry import get_spec
 
-    api, res = get_spec("faceapi-resnet34"), get_spec("faceres")
+    api, res, mf = get_spec("faceapi-resnet34"), get_spec("faceres"), get_spec("mobileface")
     assert api.resolve_split(None) == api.default_split and api.resolve_split("block1") == "block1"
     assert api.resolve_split("deep") == api.deep_split in api.split_points
-    assert res.resolve_split("deep") == res.default_split  # no deeper split named: the default
+    assert res.resolve_split("deep") == "block11"
+    assert mf.deep_split is None and mf.resolve_split("deep") == mf.default_split  # none named: the default
 
 
 def test_mr_pmt_serves_every_authorized_model(images):

@@ -98,7 +98,9 @@ _SPECS = (
         normalisation="RGB -> BGR, x * 255",
         output="1024-d descriptor (global_pooling/Mean; the age/gender heads are dropped)", output_size=1024,
         split_points={"stem": 3, "block1": 9, "block2": 15, "block3": 21, "block5": 33, "block11": 69},
-        default_split="block2",
+        # deep: PMT matched at block2-5 re-grows the face under the noise (mobileface still
+        # verifies 0.52-0.82 of pairs); block11 brings it to 0.08 (README, "Reconstruction")
+        default_split="block2", deep_split="block11",
         architecture="MobileNet-v1 (HSE FaceRes), float16 weights",
         notes="trained on OpenCV (BGR) images: on 300 LFW pairs of identities outside pairs.txt, "
               "BGR input verifies at 0.961 vs 0.924 for RGB (no flip), so the wrapper swaps channels."),
