@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from photoveil import wire
+from photoveil.artifact import KINDS, Manifest
 from photoveil.client.transport import RecognitionClient
 from photoveil.errors import InvalidInput
 
@@ -35,21 +36,21 @@ class Installed:
 
     artifact_id: str
     folder: Path
-    manifest: dict
+    manifest: Manifest
     runner: Any                     # a PTE protector (protect) or PteShallow (features)
     load_ms: float = 0.0
 
     @property
-    def method(self) -> str:
-        return str(self.manifest.get("method", ""))
+    def kind(self) -> str:
+        return self.manifest.kind
 
     @property
     def model_id(self) -> str:
-        return str(self.manifest.get("model_id", ""))
+        return self.manifest.model_id
 
     @property
     def split(self) -> str:
-        return str(self.manifest.get("split") or "")
+        return self.manifest.split or ""
 
 
 @dataclass
@@ -89,25 +90,24 @@ class Phone:
     def install(self, artifact_id: str, **overrides: Any) -> Installed:
         """Download, verify (signature + hashes) and load an artifact; nothing is loaded
         unless it verifies. ``overrides`` go to the protector (``seed``, ``steps`` ...)."""
-        from photoveil.client.runtime import PROTECTORS, PteShallow, load_protector
+        from photoveil.client.runtime import PteShallow, load_protector
 
         folder, manifest = self.rpc.fetch_verified(artifact_id, self.workdir, self.public_key)
         t0 = time.perf_counter()
-        method = manifest.get("method")
-        if method in PROTECTORS:
-            runner = load_protector(folder, **overrides)
-        elif method == "shallow":
+        if manifest.kind == "shallow":
             runner = PteShallow(folder)
+        elif manifest.kind in KINDS:
+            runner = load_protector(folder, **overrides)
         else:
-            raise InvalidInput(f"artifact {artifact_id!r} holds a {method!r} program; the phone runs "
-                               f"{', '.join(PROTECTORS)} and shallow programs")
+            raise InvalidInput(f"artifact {artifact_id!r} holds a {manifest.kind!r} program; the phone runs "
+                               f"{', '.join(KINDS)} programs")
         return Installed(artifact_id, folder, manifest, runner, (time.perf_counter() - t0) * 1e3)
 
     @staticmethod
     def protect(installed: Installed, face: torch.Tensor) -> tuple[torch.Tensor, float]:
         """``(protected [N,3,H,W], milliseconds on the runtime)``."""
         if not hasattr(installed.runner, "protect"):
-            raise InvalidInput(f"{installed.artifact_id!r} is a {installed.method} program, not a protector")
+            raise InvalidInput(f"{installed.artifact_id!r} is a {installed.kind} program, not a protector")
         t0 = time.perf_counter()
         protected = installed.runner.protect(face)
         return protected, (time.perf_counter() - t0) * 1e3
@@ -121,7 +121,7 @@ class Phone:
             return runner.features_of(protected)
         if hasattr(runner, "features"):
             return runner.features(protected)
-        raise InvalidInput(f"{installed.artifact_id!r} ({installed.method}) cannot compute shallow features; "
+        raise InvalidInput(f"{installed.artifact_id!r} ({installed.kind}) cannot compute shallow features; "
                            "install the provider's shallow artifact for the upload-features mode")
 
     def _answer(self, mode: str, reply, sent: int, t0: float) -> Answer:

@@ -15,6 +15,8 @@ import logging
 import sys
 from pathlib import Path
 
+from photoveil.client.protect.factory import METHODS
+from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides
 from photoveil.errors import InvalidInput, PhotoveilError
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="JPEG/PNG files or folders (searched recursively)")
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--method", choices=("pmt", "fmd", "generator"), default="pmt")
-    p.add_argument("--preset", choices=("low", "mid", "high"), default="mid",
-                   help="hyper-parameter preset; explicit flags below override it")
+    p.add_argument("--method", choices=METHODS, default="pmt")
+    add_preset_flag(p)
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
                    help=f"authorized recognizer (repeat for MR-PMT); default {DEFAULT_MODEL}")
     p.add_argument("--alignment", choices=("landmarks", "center", "none"), default="landmarks",
@@ -38,26 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="face-model cache (default: $PHOTOVEIL_CACHE or the user cache)")
     p.add_argument("--device", default="cpu")
-    g = p.add_argument_group("pmt (0-255 pixel units)")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--step-size", type=float)
-    g.add_argument("--init", choices=("gaussian", "sort", "blur"))
-    g.add_argument("--init-sigma", type=float)
-    g.add_argument("--augment", choices=("noise", "affine", "mix", "none"))
-    g.add_argument("--split", help="split point ending the shallow model (see `photoveil models list`)")
-    g.add_argument("--layers", nargs="*", help="extra split points for multi-layer aggregation")
-    g.add_argument("--upload", help="pmt --features: split point whose features are written (default: --split); "
-                                    "a shallower one sends the obfuscated image's features, which do not invert to the face")
-    g.add_argument("--kernel", choices=("gaussian", "linear", "none"))
-    g.add_argument("--kernel-length", type=int)
-    g = p.add_argument_group("fmd (0-255 pixel units)")
-    g.add_argument("--eps", type=float)
-    g.add_argument("--alpha", type=float)
-    g.add_argument("--lam", type=float)
-    g.add_argument("--gallery", help="identity folder to enrol as the authorized classes "
+    p.add_argument("--gallery", help="fmd: identity folder to enrol as the authorized classes "
                    "(default: the bundled sample faces plus the inputs, each its own identity)")
-    g = p.add_argument_group("generator")
-    g.add_argument("--checkpoint", help="generator checkpoint path or shipped name (default: face)")
+    add_method_flags(p, METHODS)
     p.set_defaults(func=main)
 
 
@@ -77,62 +61,54 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict:
-    """Flags the user actually gave (None = take the preset's value)."""
-    out = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    if "layers" in out:
-        out["layers"] = tuple(out["layers"])
-    return out
+def settings(args: argparse.Namespace) -> dict:
+    """The method's config fields from the flags, validated (and the authorized models
+    checked) before any model loads."""
+    from photoveil.client.protect.factory import build_config
+    from photoveil.facemodels import registry
+
+    values = {"seed": args.seed, "device": args.device, "batch_size": 16, **method_overrides(args, args.method, METHODS)}
+    if args.method != "generator":
+        values["progress"] = True
+    build_config(args.method, args.preset, values)
+    for name in args.models or [DEFAULT_MODEL]:
+        role = registry.get_spec(name).role
+        if role != "recognizer":
+            recognizers = [s.name for s in registry.list_specs() if s.role == "recognizer"]
+            raise InvalidInput(f"--model {name} is not a face recognizer (its role: {role}); accepted: {', '.join(recognizers)}")
+    return values
 
 
 def build_protector(args: argparse.Namespace, faces=None):
     """The protector the flags describe, and the input size its faces are aligned to."""
-    from photoveil.client.protect import get_protector
+    from photoveil.client.protect.factory import build_protector as build
     from photoveil.facemodels import registry
 
-    common = {"seed": args.seed, "device": args.device, "progress": True, "batch_size": 16}
+    values = settings(args)
     models = args.models or [DEFAULT_MODEL]
+    sizes = {tuple(registry.get_spec(m).input_size) for m in models}
     if args.method == "generator":
-        cls = get_protector("generator")
-        cfg = {**common, **overrides(args, ("checkpoint",))}
-        cfg.pop("progress")
-        prot = cls.from_preset(args.preset, **cfg)
-        return prot, registry.get_spec(models[0]).input_size
-    nets = [registry.load(m, cache_dir=args.cache_dir) for m in models]
-    sizes = {tuple(n.spec.input_size) for n in nets}
+        return build("generator", (), args.preset, values), registry.get_spec(models[0]).input_size
     if len(sizes) > 1:
         raise InvalidInput(f"authorized models take different input sizes {sorted(sizes)}; "
                            "MR-PMT needs models of one input size")
     size = sizes.pop()
-    if args.method == "pmt":
-        cls = get_protector("pmt")
-        cfg = {**common, **overrides(args, ("steps", "step_size", "init", "init_sigma", "augment",
-                                            "split", "layers", "upload", "kernel", "kernel_length"))}
-        return cls.from_preset(args.preset, nets, cache_dir=args.cache_dir, **cfg), size
-    if len(nets) > 1:
-        raise InvalidInput("fmd protects one authorized model; give a single --model")
-    from photoveil.client.protect.fmd import GalleryClassifier
-
-    gallery, labels = fmd_gallery(args, faces, size)
-    clf = GalleryClassifier.from_facenet(nets[0], nets[0].spec.resolve_split(args.split), gallery, labels)
-    cls = get_protector("fmd")
-    cfg = {**common, **overrides(args, ("steps", "eps", "alpha", "lam"))}
-    return cls.from_preset(args.preset, clf, **cfg), size
+    gallery = fmd_gallery(args, faces, size) if args.method == "fmd" else None
+    return build(args.method, models, args.preset, values, gallery, cache_dir=args.cache_dir), size
 
 
 def fmd_gallery(args, faces, size):
     """Enrolled identities for FMD's classification head: ``(images, labels)``."""
     import torch
 
+    from photoveil.client.protect.factory import default_gallery
     from photoveil.data.faces import FaceDataset
-    from photoveil.paths import ASSETS
 
-    folder = Path(args.gallery) if args.gallery else ASSETS / "faces"
-    ds = FaceDataset(folder, size[0], alignment="center" if not args.gallery else args.alignment,
-                     cache_dir=args.cache_dir)
-    imgs = torch.stack([ds[i][0] for i in range(len(ds))])
-    labels = torch.tensor([ds[i][1] for i in range(len(ds))])
-    if faces is not None and not args.gallery:  # each input photo is also its own identity
+    if args.gallery:
+        ds = FaceDataset(Path(args.gallery), size[0], alignment=args.alignment, cache_dir=args.cache_dir)
+        return torch.stack([ds[i][0] for i in range(len(ds))]), torch.tensor([ds[i][1] for i in range(len(ds))])
+    imgs, labels = default_gallery(size[0], args.cache_dir)
+    if faces is not None:  # each input photo is also its own identity
         imgs = torch.cat([imgs, faces])
         labels = torch.cat([labels, labels.max() + 1 + torch.arange(len(faces))])
     return imgs, labels
@@ -155,6 +131,9 @@ def main(args: argparse.Namespace) -> int:
 
     if args.features and args.method != "pmt":
         raise InvalidInput("--features applies to --method pmt (the upload-features case)")
+    if args.gallery and args.method != "fmd":
+        raise InvalidInput("--gallery applies to --method fmd (its enrolled identities)")
+    settings(args)
     files = collect_inputs(args.inputs)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

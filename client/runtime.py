@@ -1,37 +1,34 @@
 """Run exported protection programs (.pte) with the ExecuTorch runtime, behind the same
 protector API as eager PyTorch.
 
-An artifact is a folder holding one ``<program>.pte`` and its ``manifest.json`` (written by
-``photoveil export``). :class:`PteProgram` checks the manifest's sha256 against the .pte
-(``IntegrityError`` on mismatch) before anything is loaded, then runs its methods.
+An artifact is a folder holding one ``<program>.pte`` and its manifest (format in
+:mod:`photoveil.artifact`). :class:`PteProgram` checks the manifest's sha256 against the
+.pte (``IntegrityError`` on mismatch) before anything is loaded, then runs its entry points.
 
-The protectors subclass the eager ones, so presets, validation, batching, seeding and the
-host loop are literally the same code; only the model calls go to the program:
+The step protectors share the eager ones' host side (presets, validation, batching,
+seeding, start image, random draws and loop: :class:`~photoveil.client.protect.pmt.PMTBase`,
+:class:`~photoveil.client.protect.fmd.FMDBase`) and pass the program as their step:
 
 * :class:`PteGenerator` — ``protect(images)`` runs the generator program;
-* :class:`PtePMT` — the host draws ``x~_0`` and each step's augmentation noise / affine
-  matrices exactly like :class:`~photoveil.client.protect.pmt.PMTProtector` and calls the
-  ``pmt-step`` program ``steps`` times; ``features()`` runs the program's ``features``
-  method on the result;
+* :class:`PtePMT` — the ``pmt-step`` program is called ``steps`` times; ``features()``
+  runs the program's ``features`` entry point on the result;
 * :class:`PteFMD` — ``prepare`` gives the clean logits / feature map, then the ``fmd-step``
   program runs ``steps`` times;
 * :class:`PteShallow` — ``features(images)`` of a ``shallow`` program.
 
 Programs have a fixed input shape (batch and size in the manifest); images of another size
 are rejected with the size the program takes, and batches are run in program-sized chunks.
-Hyper-parameters baked into a step program (step size, augmentation kind, smoothing kernel,
-eps, ...) come from the manifest; host-side ones (steps, seed, init, noise std) can be
-overridden.
+Settings baked into a step program (:attr:`ProgramKind.baked`: step size, augmentation
+kind, smoothing kernel, eps, ...) come from the manifest; host-side ones (steps, seed,
+init, noise std) can be overridden.
 
 Example::
 
-    >>> pmt = PtePMT("artifacts/pmt-step", seed=0)      # folder with pmt-step.pte + manifest.json
+    >>> pmt = PtePMT("artifacts/pmt-step", seed=0)      # an artifact folder
     >>> protected = pmt.protect(faces)                   # [N,3,H,W] at the program's H, W
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,13 +36,12 @@ from typing import Any
 
 import torch
 
+from photoveil.artifact import KINDS, Manifest, get_kind, open_artifact, verify_hash
 from photoveil.client.protect.base import Protector
-from photoveil.client.protect.fmd import FMDConfig, FMDProtector
-from photoveil.client.protect.generator import GeneratorConfig, GeneratorProtector
-from photoveil.client.protect.pmt import PMTConfig, PMTProtector
-from photoveil.errors import IntegrityError, InvalidInput, NotFound
-
-MANIFEST = "manifest.json"
+from photoveil.client.protect.fmd import FMDBase, FMDConfig
+from photoveil.client.protect.generator import GeneratorConfig
+from photoveil.client.protect.pmt import PMTBase, PMTConfig
+from photoveil.errors import InvalidInput, NotFound
 
 
 def set_threads(n: int) -> int:
@@ -59,84 +55,56 @@ def set_threads(n: int) -> int:
     return old
 
 
-def read_artifact(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """``(pte path, manifest)`` of an artifact folder, or of a .pte inside one.
-
-    Raises:
-        NotFound: no manifest.json / no program there.
-        IntegrityError: the manifest is not a JSON object.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise NotFound(f"no artifact at {path}; give an artifact folder (program .pte + {MANIFEST}) or its .pte")
-    folder = path if path.is_dir() else path.parent
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise NotFound(f"no {MANIFEST} beside {path}; export the program with `photoveil export ...`")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise IntegrityError(f"{manifest_path} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise IntegrityError(f"{manifest_path} is not a JSON object")
-    pte = path if path.suffix == ".pte" else folder / str(manifest.get("program", ""))
-    if not pte.is_file():
-        raise NotFound(f"no program {pte.name!r} in {folder} (named by its {MANIFEST})")
-    return pte, manifest
-
-
 class PteProgram:
     """A verified, loaded ExecuTorch program.
 
     Args:
         artifact: artifact folder or its .pte.
-        verify: check the manifest's sha256 (and size) against the .pte bytes first.
-        expect_method: raise ``InvalidInput`` unless the manifest's ``method`` is this.
+        verify: check the manifest's sha256 against the .pte bytes first.
+        expect_kind: raise ``InvalidInput`` unless the manifest's ``kind`` is this.
 
-    ``program(*tensors, method="forward")`` returns the outputs as a list of tensors.
+    ``program(*tensors, entry="forward")`` returns the outputs as a list of tensors.
     """
 
-    def __init__(self, artifact: str | os.PathLike, verify: bool = True, expect_method: str | None = None):
+    def __init__(self, artifact: str | os.PathLike, verify: bool = True, expect_kind: str | None = None):
         from executorch.runtime import Runtime
 
-        self.path, self.manifest = read_artifact(artifact)
+        art = open_artifact(artifact)
+        self.path, self.manifest = art.pte, art.manifest
         # keep the bytes alive: the runtime reads the program from this buffer
         self._data = self.path.read_bytes()
         if verify:
-            digest = hashlib.sha256(self._data).hexdigest()
-            want = str(self.manifest.get("sha256", ""))
-            if digest != want:
-                raise IntegrityError(f"{self.path.name}: sha256 {digest} does not match the manifest's {want or '(none)'}; "
-                                     "the program was modified or belongs to another manifest")
-        method = self.manifest.get("method")
-        if expect_method and method != expect_method:
-            raise InvalidInput(f"{self.path} is a {method!r} program; this needs a {expect_method!r} program "
-                               f"(`photoveil export {expect_method} ...`)")
+            verify_hash(self._data, self.manifest, self.path.name)
+        kind = self.manifest.kind
+        if expect_kind and kind != expect_kind:
+            raise InvalidInput(f"{self.path} is a {kind!r} program; this needs a {expect_kind!r} program "
+                               f"(`photoveil export {expect_kind} ...`)")
         self._program = Runtime.get().load_program(self._data)
-        self._methods: dict[str, Any] = {}
+        self._entries: dict[str, Any] = {}
 
     @property
-    def method_names(self) -> set[str]:
+    def entry_points(self) -> set[str]:
         return set(self._program.method_names)
 
     @property
     def input_shapes(self) -> list[list[int]]:
-        return [list(i["shape"]) for i in self.manifest.get("inputs", [])]
+        return self.manifest.input_shapes
 
     @property
     def params(self) -> dict[str, Any]:
-        return dict(self.manifest.get("params", {}))
+        return dict(self.manifest.params)
 
-    def _method(self, name: str):
-        if name not in self._methods:
-            if name not in self.method_names:
-                raise NotFound(f"{self.path.name} has no method {name!r}; methods: {', '.join(sorted(self.method_names))}")
-            self._methods[name] = self._program.load_method(name)
-        return self._methods[name]
+    def _entry(self, name: str):
+        if name not in self._entries:
+            if name not in self.entry_points:
+                raise NotFound(f"{self.path.name} has no entry point {name!r}; it has "
+                               f"{', '.join(sorted(self.entry_points))}")
+            self._entries[name] = self._program.load_method(name)
+        return self._entries[name]
 
-    def __call__(self, *tensors: torch.Tensor, method: str = "forward") -> list[torch.Tensor]:
+    def __call__(self, *tensors: torch.Tensor, entry: str = "forward") -> list[torch.Tensor]:
         args = [t.contiguous() for t in tensors]
-        return list(self._method(method).execute(args))
+        return list(self._entry(entry).execute(args))
 
 
 def _chunks(images: torch.Tensor, n: int):
@@ -172,28 +140,39 @@ class _ProgramShape:
         return torch.cat([fn(chunk, rng)[:real] for chunk, real in _chunks(images, n)])
 
 
-def _check_baked(config, baked: dict[str, Any], path: Path) -> None:
-    wrong = {k: (getattr(config, k), v) for k, v in baked.items() if getattr(config, k) != v}
+def _config(config_cls, program: PteProgram, config, overrides: dict[str, Any]):
+    """The protector config of a step/generator program: the manifest's baked settings,
+    its host defaults, then ``overrides``; InvalidInput if a baked setting is changed."""
+    kind = get_kind(program.manifest.kind)
+    baked = kind.baked_values(program.params)
+    if config is None:
+        wrong = {k: v for k, v in overrides.items() if k in baked and v != baked[k]}
+        _check_baked(wrong, baked, program.path)
+        config = config_cls(**{**baked, **kind.host_values(program.params), **overrides})
+    _check_baked({k: getattr(config, k) for k in baked if getattr(config, k) != baked[k]}, baked, program.path)
+    return config
+
+
+def _check_baked(wrong: dict[str, Any], baked: dict[str, Any], path: Path) -> None:
     if wrong:
-        detail = ", ".join(f"{k}={have!r} (program: {want!r})" for k, (have, want) in wrong.items())
+        detail = ", ".join(f"{k}={have!r} (program: {baked[k]!r})" for k, have in wrong.items())
         raise InvalidInput(f"{path.name} was exported with other settings: {detail}; these are fixed in the "
                            "program: re-export it, or leave them at the program's values")
 
 
-class PteGenerator(_ProgramShape, GeneratorProtector):
+class PteGenerator(_ProgramShape, Protector):
     """The generator protector on a ``generator`` program (``strength`` is baked in)."""
+
+    method = "generator"
+    Config = GeneratorConfig
 
     def __init__(self, artifact: str | os.PathLike, config: GeneratorConfig | None = None, verify: bool = True,
                  **overrides: Any):
-        self.program = PteProgram(artifact, verify, expect_method="generator")
-        strength = float(self.program.params.get("strength", 1.0))
-        if config is None:
-            config = GeneratorConfig(**{"checkpoint": str(self.program.path), "strength": strength, **overrides})
-        _check_baked(config, {"strength": strength}, self.program.path)
-        Protector.__init__(self, config)
-        self.meta = self.program.manifest
+        self.program = PteProgram(artifact, verify, expect_kind="generator")
+        overrides.setdefault("checkpoint", str(self.program.path))
+        super().__init__(_config(GeneratorConfig, self.program, config, overrides))
+        self.manifest = self.program.manifest
         self.in_channels = self._program_shape()[1]
-        self.net = None
 
     def _protect(self, images, rng):
         return self._run_chunked(lambda x, _rng: self.program(x.float())[0], images, rng)
@@ -203,7 +182,7 @@ class PteShallow:
     """Upload features of a ``shallow`` program: ``features(images) -> E_c(images)``."""
 
     def __init__(self, artifact: str | os.PathLike, verify: bool = True):
-        self.program = PteProgram(artifact, verify, expect_method="shallow")
+        self.program = PteProgram(artifact, verify, expect_kind="shallow")
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         shape = self.program.input_shapes[0]
@@ -213,12 +192,11 @@ class PteShallow:
         return torch.cat([self.program(c)[0][:r] for c, r in _chunks(images.float(), shape[0])])
 
 
-class _PteStep:
-    """Callable standing in for PMTStep / FMDStep: runs the program's ``forward``."""
+class ProgramStep:
+    """A step program's ``forward`` as the step callable of the host loop (counts calls)."""
 
-    def __init__(self, program: PteProgram, **attrs: Any):
+    def __init__(self, program: PteProgram):
         self.program = program
-        self.__dict__.update(attrs)
         self.calls = 0
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
@@ -226,11 +204,7 @@ class _PteStep:
         return self.program(*tensors)[0]
 
 
-PMT_BAKED = ("step_size", "augment", "pool", "kernel", "kernel_length", "layers")
-PMT_HOST = ("steps", "init", "init_sigma", "aug_sigma", "aug_affine")
-
-
-class PtePMT(_ProgramShape, PMTProtector):
+class PtePMT(_ProgramShape, PMTBase):
     """PMT on a ``pmt-step`` program: the eager protector's host loop, program steps.
 
     Args:
@@ -242,18 +216,8 @@ class PtePMT(_ProgramShape, PMTProtector):
 
     def __init__(self, artifact: str | os.PathLike, config: PMTConfig | None = None, verify: bool = True,
                  **overrides: Any):
-        self.program = PteProgram(artifact, verify, expect_method="pmt-step")
-        p = self.program.params
-        baked = {k: (tuple(p[k]) if k == "layers" else p[k]) for k in PMT_BAKED if k in p}
-        if config is None:
-            fixed = set(overrides) & set(PMT_BAKED)
-            if fixed:
-                _check_baked(PMTConfig(**{**baked, **{k: overrides[k] for k in fixed}}), baked, self.program.path)
-            config = PMTConfig(**{**baked, **{k: p[k] for k in PMT_HOST if k in p}, **overrides})
-        _check_baked(config, baked, self.program.path)
-        Protector.__init__(self, config)
-        self.models = []
-        self.step = _PteStep(self.program, alpha=config.step_size / 255.0)
+        self.program = PteProgram(artifact, verify, expect_kind="pmt-step")
+        super().__init__(_config(PMTConfig, self.program, config, overrides), ProgramStep(self.program))
 
     def _protect(self, images, rng):
         return self._run_chunked(super()._protect, images, rng)
@@ -262,53 +226,50 @@ class PtePMT(_ProgramShape, PMTProtector):
         if model != 0:
             raise InvalidInput("a pmt-step program carries the features of its first authorized model only (model=0)")
         n = self._program_shape()[0]
-        return torch.cat([self.program(c, method="features")[0][:r] for c, r in _chunks(protected.float(), n)])
+        return torch.cat([self.program(c, entry="features")[0][:r] for c, r in _chunks(protected.float(), n)])
+
+    def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
+        return self.features_of(self.protect(images), model)
 
 
 class _Prepare:
-    """``x -> (logits, feat_x)`` through the FMD program's ``prepare`` method."""
+    """``x -> (logits, feat_x)`` through the FMD program's ``prepare`` entry point."""
 
     def __init__(self, program: PteProgram):
         self.program = program
 
     def __call__(self, x: torch.Tensor):
-        logits, feat = self.program(x, method="prepare")[:2]
+        logits, feat = self.program(x, entry="prepare")[:2]
         return logits, feat
 
 
-class PteFMD(_ProgramShape, FMDProtector):
+class PteFMD(_ProgramShape, FMDBase):
     """FMD on an ``fmd-step`` program (``eps``, ``alpha``, ``lam`` baked in; ``steps`` and
     ``seed`` are the host's)."""
 
     def __init__(self, artifact: str | os.PathLike, config: FMDConfig | None = None, verify: bool = True,
                  **overrides: Any):
-        self.program = PteProgram(artifact, verify, expect_method="fmd-step")
-        p = self.program.params
-        baked = {k: p[k] for k in ("eps", "alpha", "lam") if k in p}
-        if config is None:
-            config = FMDConfig(**{**baked, "steps": p.get("steps", 100), **overrides})
-        _check_baked(config, baked, self.program.path)
-        Protector.__init__(self, config)
-        self.in_channels = self._program_shape()[1]
-        self.classifier = _Prepare(self.program)
-        self.step = _PteStep(self.program, eps=config.eps / 255.0, alpha=config.alpha / 255.0, lam=config.lam)
+        self.program = PteProgram(artifact, verify, expect_kind="fmd-step")
+        cfg = _config(FMDConfig, self.program, config, overrides)
+        in_channels = self.program.input_shapes[0][1]
+        super().__init__(cfg, ProgramStep(self.program), _Prepare(self.program), in_channels)
 
     def _protect(self, images, rng):
         return self._run_chunked(super()._protect, images, rng)
 
 
 PROTECTORS = {"generator": PteGenerator, "pmt-step": PtePMT, "fmd-step": PteFMD}
+assert set(PROTECTORS) == {k for k, kind in KINDS.items() if kind.protection}
 
 
 def load_protector(artifact: str | os.PathLike, verify: bool = True, **overrides: Any) -> Protector:
-    """The .pte protector for an artifact, chosen by its manifest's ``method``."""
-    _, manifest = read_artifact(artifact)
-    method = manifest.get("method")
-    if method not in PROTECTORS:
-        raise InvalidInput(f"{artifact} holds a {method!r} program; protectors run "
+    """The .pte protector for an artifact, chosen by its manifest's ``kind``."""
+    kind = open_artifact(artifact).manifest.kind
+    if kind not in PROTECTORS:
+        raise InvalidInput(f"{artifact} holds a {kind!r} program; protectors run "
                            f"{', '.join(PROTECTORS)} programs")
-    return PROTECTORS[method](artifact, verify=verify, **overrides)
+    return PROTECTORS[kind](artifact, verify=verify, **overrides)
 
 
-__all__: Sequence[str] = ("PteProgram", "PteGenerator", "PteShallow", "PtePMT", "PteFMD", "load_protector",
-                          "read_artifact", "set_threads")
+__all__: Sequence[str] = ("PteProgram", "PteGenerator", "PteShallow", "PtePMT", "PteFMD", "ProgramStep",
+                          "load_protector", "set_threads", "Manifest")

@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -28,6 +27,7 @@ import grpc
 import numpy as np
 
 from photoveil import wire
+from photoveil.artifact import Manifest
 from photoveil.errors import IntegrityError, InvalidInput, PhotoveilError
 from photoveil.v1 import artifacts_pb2 as apb, artifacts_pb2_grpc, recognition_pb2 as pb, recognition_pb2_grpc
 from photoveil.v1 import tensor_pb2
@@ -237,7 +237,7 @@ class RecognitionClient:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def fetch_verified(self, artifact_id: str, dest: str | os.PathLike, public_key: str | os.PathLike) -> tuple[Path, dict]:
+    def fetch_verified(self, artifact_id: str, dest: str | os.PathLike, public_key: str | os.PathLike) -> tuple[Path, Manifest]:
         """Download an artifact and verify its signature against the provider's public
         key; ``(folder, manifest)``. A folder that does not verify is deleted and
         :class:`IntegrityError` raised: nothing unverified is left to load by mistake."""
@@ -249,10 +249,3 @@ class RecognitionClient:
         except PhotoveilError:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-
-
-def manifest_of(info: apb.ArtifactInfo) -> dict:
-    try:
-        return json.loads(info.manifest_json or "{}")
-    except ValueError:
-        return {}

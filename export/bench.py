@@ -26,7 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-PROGRAMS = ("generator", "shallow", "pmt-step", "fmd-step")
+from photoveil.artifact import KINDS
+from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides
+
+PROGRAMS = tuple(KINDS)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--out", help="folder for bench.json, bench.md and the artifacts")
     p.add_argument("--cache-dir")
+    add_preset_flag(p)
+    add_method_flags(p, ("pmt",))  # the pmt-step and pmt-protect records
     p.set_defaults(func=main)
 
 
@@ -125,24 +130,30 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
         rec = {"program": name, "size": size_label, "threads": t, "batch": int(inputs[0].shape[0]), "runs": runs,
                **_stats("eager", ms["eager"]), **_stats("pte", ms["pte"]),
                "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
-               "pte_bytes": art.manifest["pte_bytes"], "rss_load_mb": round(rss_load, 1),
+               "pte_bytes": art.manifest.pte_bytes, "rss_load_mb": round(rss_load, 1),
                "peak_rss_mb": round(_peak_rss_mb(), 1), "quantization": prog.options.quantize,
-               "model_id": prog.options.model_id, "delegates": art.manifest["delegates"],
-               "non_delegated_ops": sum(art.manifest["non_delegated_ops"].values())}
+               "model_id": prog.options.model_id, "delegates": art.manifest.delegates,
+               "non_delegated_ops": sum(art.manifest.non_delegated_ops.values())}
         records.append(rec)
     return records
 
 
-def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cache_dir=None, repeats: int = 3) -> list[dict]:
-    """Full PMT protection (default preset) of one ``size`` face: eager vs .pte."""
+def pmt_config(args):
+    """The PMT config of the pmt records: ``--preset`` and the pmt flags (validated)."""
+    from photoveil.client.protect.factory import build_config
+
+    return build_config("pmt", args.preset, {"seed": 0, **method_overrides(args, "pmt", ("pmt",))})
+
+
+def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cfg, cache_dir=None,
+                  repeats: int = 3) -> list[dict]:
+    """Full PMT protection (``cfg``) of one ``size`` face: eager vs .pte."""
     import torch
 
-    from photoveil.client.protect.pmt import PMTConfig, PMTProtector
     from photoveil.client.runtime import PtePMT
     from photoveil.export import programs as P
     from photoveil.export.lowering import export_program
 
-    cfg = PMTProtector.preset_config("mid", seed=0)
     prog = P.pmt_step_program(model, cfg, size, cache_dir=cache_dir)
     folder = out_dir / f"pmt-protect-{size}"
     art = export_program(prog.module, prog.inputs, prog.options, folder)
@@ -156,7 +167,7 @@ def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cach
         records.append({"program": "pmt-protect", "size": size, "threads": t, "batch": 1, "runs": repeats,
                         "steps": cfg.steps, **_stats("eager", ms["eager"]), **_stats("pte", ms["pte"]),
                         "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
-                        "pte_bytes": art.manifest["pte_bytes"], "peak_rss_mb": round(_peak_rss_mb(), 1),
+                        "pte_bytes": art.manifest.pte_bytes, "peak_rss_mb": round(_peak_rss_mb(), 1),
                         "quantization": "fp32", "model_id": prog.options.model_id,
                         "pixels_equal_to_eager": round((a == b).float().mean().item(), 4)})
     return records
@@ -196,7 +207,7 @@ def run_bench(args) -> list[dict]:
     net = None
     for name, size, quant in tqdm(jobs, desc="bench", unit="program"):
         if name == "pmt-protect":
-            records += bench_protect(args.model, size, threads, out_dir, args.cache_dir)
+            records += bench_protect(args.model, size, threads, out_dir, pmt_config(args), args.cache_dir)
             continue
         if name == "generator":
             from photoveil.nets.unet import UNetGenerator, load_generator
@@ -214,15 +225,17 @@ def run_bench(args) -> list[dict]:
             prog = P.shallow_program(net, size=size)
         elif name == "pmt-step":
             net = net or registry.load(args.model, cache_dir=args.cache_dir)
-            prog = P.pmt_step_program(net, size=size, with_features=False)
+            prog = P.pmt_step_program(net, pmt_config(args), size=size, with_features=False)
         else:
-            clf, model_id, split = P.gallery_classifier(args.model, cache_dir=args.cache_dir)
+            from photoveil.client.protect.factory import fmd_classifier
+
+            clf, model_id, split = fmd_classifier(args.model, cache_dir=args.cache_dir)
             prog = P.fmd_step_program(clf, size=size, model_id=model_id, split=split)
         if quant == "int8":
-            from photoveil.export.cli import _calibration
+            from photoveil.export.calibration import calibration_batches
 
             prog.options.quantize = "int8"
-            prog.options.calibration = _calibration(None, tuple(prog.inputs[0].shape))
+            prog.options.calibration = calibration_batches(None, tuple(prog.inputs[0].shape))
         records += bench_program(name, prog, threads, args.runs, args.warmup, out_dir, size)
     return records
 
@@ -254,6 +267,10 @@ def _all_threads(args) -> list[dict]:
         argv += ["--generator", args.generator] if args.generator else []
         argv += ["--int8"] if args.int8 else []
         argv += ["--cache-dir", args.cache_dir] if args.cache_dir else []
+        argv += ["--preset", args.preset]
+        for name, value in method_overrides(args, "pmt", ("pmt",)).items():
+            flag = f"--{name.replace('_', '-')}"
+            argv += [flag, *map(str, value)] if isinstance(value, tuple) else [flag, str(value)]
         # passive OpenMP waiting: eager's idle workers must not spin on the cores the
         # ExecuTorch pool needs next (set before torch is imported, so in the child)
         env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
@@ -263,6 +280,13 @@ def _all_threads(args) -> list[dict]:
 
 
 def main(args) -> int:
+    from photoveil.errors import InvalidInput
+
+    if args.runs < 1:
+        raise InvalidInput(f"--runs must be >= 1, got {args.runs}")
+    if args.warmup < 0:
+        raise InvalidInput(f"--warmup must be >= 0, got {args.warmup}")
+    pmt_config(args)  # bad pmt settings fail before anything is exported
     records = _all_threads(args)
     if args.out:
         out = Path(args.out)

@@ -5,7 +5,7 @@ into one plain graph that ``torch.export`` and the XNNPACK delegate accept.
 can: it runs the step once on real tensors and records every aten op of the forward *and*
 of the backward as one flat graph with constant weights. :func:`trace_step` does that with
 a decomposition table that rewrites the backward operators into forward operators XNNPACK
-implements (see ../shared/DESIGN.md, "On-device gradients"):
+implements:
 
 ``convolution_backward`` (input gradient, constant weight)
     stride 1: a plain convolution with the flipped, in/out-swapped weight (XNNPACK's

@@ -2,12 +2,8 @@
 
 Pure functions of ``(module, example_inputs, options)``: :func:`lower` returns the
 program bytes and what was delegated, :func:`export_program` also writes the artifact
-folder the server publishes (``ArtifactService``)::
-
-    <out_dir>/<program>.pte
-    <out_dir>/manifest.json     method, model id, inputs (shape, dtype, layout), outputs,
-                                normalisation, split layer, quantization, sha256 + size
-                                of the .pte, photoveil/torch/executorch versions
+folder the server publishes (``ArtifactService``): the ``.pte`` and its
+:class:`~photoveil.artifact.Manifest` (format in :mod:`photoveil.artifact`).
 
 ``quantize="int8"`` runs PT2E static quantization with the ``XNNPACKQuantizer``
 (symmetric per-channel int8 weights, int8 activations) calibrated on the given
@@ -15,14 +11,12 @@ calibration inputs before lowering; ``fp32`` lowers the float graph as it is.
 
 Example::
 
-    >>> opts = LowerOptions(method="generator", model_id="face-unet", input_names=["image"])
+    >>> opts = LowerOptions(kind="generator", model_id="face-unet", input_names=["image"])
     >>> art = export_program(net.eval(), (torch.rand(1, 3, 112, 112),), opts, "out/generator-112")
-    >>> art.pte, art.manifest["sha256"]
+    >>> art.pte, art.manifest.sha256
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,10 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from photoveil.artifact import Manifest, sha256_file, write_manifest
 from photoveil.errors import InvalidInput
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "photoveil-artifact/1"
 QUANTIZE = ("fp32", "int8")
 XNNPACK_BACKEND = "XnnpackBackend"
 # Images enter every program as RGB floats in [0, 1]; each model normalises inside.
@@ -48,22 +41,24 @@ class LowerOptions:
     """How to lower a module and what its manifest says.
 
     Attributes:
-        method: ``generator`` | ``shallow`` | ``pmt-step`` | ``fmd-step`` (free text for others).
+        kind: program kind, a key of :data:`photoveil.artifact.KINDS` (free text for others).
         model_id: id of the model the program was made from.
-        program: file stem of the .pte (default: ``method``).
+        program: file stem of the .pte (default: ``kind``).
         quantize: ``fp32`` | ``int8`` (PT2E + XNNPACKQuantizer; needs ``calibration``).
         calibration: example-input tuples run through the observed model (int8).
         input_names / output_names: names for the manifest (default ``input0``... / ``output0``...).
         layout: memory layout of image inputs (ExecuTorch tensors are contiguous NCHW).
         normalisation: what the image inputs are expected to hold.
         split: the model's split layer (shallow / step programs), else None.
-        extra: anything else the client needs (step size, eps, default steps, ...).
+        alignment: face alignment the model's inputs expect (``{"template", "zoom"}``).
+        extra: the manifest's ``params``: settings the client needs (step size, eps, ...).
         delegate: lower to XNNPACK (False: portable kernels only; for comparisons).
-        methods: further methods of the same program, ``name -> (module, example_inputs)``
-            (e.g. the FMD step's ``prepare``); the main module is method ``forward``.
+        entry_points: further ExecuTorch methods of the same program,
+            ``name -> (module, example_inputs)`` (e.g. the FMD step's ``prepare``); the main
+            module is ``forward``.
     """
 
-    method: str
+    kind: str
     model_id: str = ""
     program: str = ""
     quantize: str = "fp32"
@@ -73,18 +68,19 @@ class LowerOptions:
     layout: str = "NCHW"
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALISATION))
     split: str | None = None
+    alignment: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     delegate: bool = True
-    methods: dict[str, tuple[Any, tuple[torch.Tensor, ...]]] = field(default_factory=dict)
+    entry_points: dict[str, tuple[Any, tuple[torch.Tensor, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.method:
-            raise InvalidInput("LowerOptions.method must name the program's method (e.g. generator, pmt-step)")
+        if not self.kind:
+            raise InvalidInput("LowerOptions.kind must name the program kind (e.g. generator, pmt-step)")
         if self.quantize not in QUANTIZE:
             raise InvalidInput(f"quantize must be one of {', '.join(QUANTIZE)}; got {self.quantize!r}")
         if self.quantize == "int8" and not self.calibration:
             raise InvalidInput("quantize='int8' needs calibration inputs (a few representative images)")
-        self.program = self.program or self.method
+        self.program = self.program or self.kind
 
 
 @dataclass
@@ -98,21 +94,13 @@ class Lowered:
 
 
 @dataclass
-class Artifact:
-    """A written program: ``pte`` path, ``manifest`` dict (also at ``manifest_path``)."""
+class Exported:
+    """What :func:`export_program` wrote: the ``pte``, its ``manifest`` (at ``manifest_path``)."""
 
     pte: Path
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     lowered: Lowered
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _as_tuple(example_inputs) -> tuple[torch.Tensor, ...]:
@@ -172,11 +160,11 @@ def lower(module: nn.Module, example_inputs, options: LowerOptions) -> Lowered:
     with torch.no_grad():
         exported = torch.export.export(module, inputs, strict=False)
         programs = {"forward": exported}
-        for name, (mod, ins) in options.methods.items():
+        for name, (mod, ins) in options.entry_points.items():
             programs[name] = torch.export.export(mod.eval() if isinstance(mod, nn.Module) else mod,
                                                  _as_tuple(ins), strict=False)
     edge = to_edge_transform_and_lower(
-        programs if options.methods else exported,
+        programs if options.entry_points else exported,
         partitioner=[XnnpackPartitioner()] if options.delegate else None,
         compile_config=EdgeCompileConfig(_check_ir_validity=False),
     )
@@ -197,40 +185,28 @@ def _describe(tensors: Sequence[torch.Tensor], names: Sequence[str], prefix: str
 
 
 def build_manifest(options: LowerOptions, inputs: tuple[torch.Tensor, ...], outputs: Sequence[torch.Tensor],
-                   pte: Path, lowered: Lowered) -> dict[str, Any]:
-    import executorch  # noqa: F401  (namespace package: version from metadata)
+                   pte: Path, lowered: Lowered) -> Manifest:
     from importlib.metadata import version
 
     from photoveil import __version__
 
-    return {
-        "format": MANIFEST_FORMAT,
-        "program": pte.name,
-        "method": options.method,
-        "model_id": options.model_id,
-        "version": __version__,
-        "photoveil_version": __version__,
-        "inputs": _describe(inputs, options.input_names, "input", options.layout),
-        "outputs": _describe(outputs, options.output_names, "output", options.layout),
-        "methods": ["forward", *options.methods],
-        "layout": options.layout,
-        "normalisation": options.normalisation,
-        "split": options.split,
-        "quantization": options.quantize,
-        "backend": "xnnpack" if options.delegate else "portable",
-        "delegates": len(lowered.delegates),
-        "non_delegated_ops": lowered.operators,
-        "sha256": sha256_file(pte),
-        "pte_bytes": pte.stat().st_size,
-        "torch_version": torch.__version__,
-        "executorch_version": version("executorch"),
-        **({"params": options.extra} if options.extra else {}),
-    }
+    return Manifest(
+        kind=options.kind, program=pte.name, model_id=options.model_id, version=__version__,
+        photoveil_version=__version__,
+        inputs=_describe(inputs, options.input_names, "input", options.layout),
+        outputs=_describe(outputs, options.output_names, "output", options.layout),
+        entry_points=["forward", *options.entry_points], layout=options.layout,
+        normalisation=options.normalisation, split=options.split, alignment=options.alignment,
+        params=dict(options.extra), quantization=options.quantize,
+        backend="xnnpack" if options.delegate else "portable", delegates=len(lowered.delegates),
+        non_delegated_ops=lowered.operators, sha256=sha256_file(pte), pte_bytes=pte.stat().st_size,
+        torch_version=torch.__version__, executorch_version=version("executorch"),
+    )
 
 
 def export_program(module: nn.Module, example_inputs, options: LowerOptions, out_dir: str | os.PathLike
-                   ) -> Artifact:
-    """Lower ``module`` and write ``out_dir/<program>.pte`` + ``out_dir/manifest.json``.
+                   ) -> Exported:
+    """Lower ``module`` and write ``out_dir/<program>.pte`` and its manifest.
 
     Raises:
         InvalidInput: ``out_dir`` already holds a different .pte (an artifact folder holds
@@ -250,6 +226,4 @@ def export_program(module: nn.Module, example_inputs, options: LowerOptions, out
     lowered = lower(module, inputs, options)
     pte.write_bytes(lowered.buffer)
     manifest = build_manifest(options, inputs, outputs, pte, lowered)
-    manifest_path = out / MANIFEST
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return Artifact(pte, manifest_path, manifest, lowered)
+    return Exported(pte, write_manifest(out, manifest), manifest, lowered)

@@ -8,11 +8,13 @@ eager reference the bench and the tests compare against.
 * ``generator``: ``x -> clamp(x + strength * U(x), 0, 1)`` (one U-Net pass);
 * ``shallow``: ``x -> E_c(x)``, the features uploaded in the upload-features case;
 * ``pmt-step``: ``(x_t, x, noise, theta) -> x_t_next``, one PMT iteration (augmentation
-  draws are inputs, so the program is deterministic); method ``features`` of the same
-  program is the shallow forward at the split point;
+  draws are inputs, so the program is deterministic); entry point ``features`` of the
+  same program is the shallow forward at the split point;
 * ``fmd-step``: ``(x_star, x, feat_x, y) -> x_star_next``, one FMD iteration through the
-  authorized recognizer with its gallery head; method ``prepare`` gives ``(logits,
+  authorized recognizer with its gallery head; entry point ``prepare`` gives ``(logits,
   feat_x)`` of the clean image (the host takes ``y = argmax logits``).
+
+The kinds, and which protector settings each bakes in, are :data:`photoveil.artifact.KINDS`.
 
 Example::
 
@@ -27,10 +29,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from photoveil.export.lowering import LowerOptions
+from photoveil.artifact import KINDS
 from photoveil.errors import InvalidInput
-
-PROGRAMS = ("generator", "shallow", "pmt-step", "fmd-step")
+from photoveil.export.lowering import LowerOptions
 
 
 @dataclass
@@ -128,9 +129,17 @@ def generator_program(net: nn.Module, size=112, batch: int = 1, strength: float 
     h, w = _size(size, (112, 112))
     mod = GeneratorForward(net, strength).eval()
     x = _rand(batch, net.in_channels, h, w)
-    opts = LowerOptions(method="generator", model_id=model_id, program="generator", input_names=["image"],
+    opts = LowerOptions(kind="generator", model_id=model_id, program="generator", input_names=["image"],
                         output_names=["protected"], extra={"strength": strength, **net.config()}, **lower_opts)
     return Program(mod, (x,), opts, mod)
+
+
+def _alignment(model_id: str) -> dict:
+    """The face alignment a registry recognizer's inputs expect (for the manifest)."""
+    from photoveil.facemodels.align import model_template
+
+    template, zoom = model_template(model_id)
+    return {"template": template, "zoom": zoom}
 
 
 def _facenet(model, cache_dir=None):
@@ -154,8 +163,9 @@ def shallow_program(model="faceapi-resnet34", split: str | None = None, size=Non
     mod = UploadFeatures(from_facenet(net, [split]))
     h, w = _size(size, spec.input_size)
     x = _rand(batch, 3, h, w)
-    opts = LowerOptions(method="shallow", model_id=spec.name, program="shallow", split=split,
-                        input_names=["image"], output_names=["features"], **lower_opts)
+    opts = LowerOptions(kind="shallow", model_id=spec.name, program="shallow", split=split,
+                        alignment=_alignment(spec.name), input_names=["image"], output_names=["features"],
+                        **lower_opts)
     return Program(mod, (x,), opts, mod)
 
 
@@ -180,45 +190,21 @@ def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: i
     noise, theta = prot.draws(x, g)
     inputs = (x_t, x, noise, theta)
     gm = trace_step(prot.step, inputs, mode=mode)
-    methods = {}
+    entry_points = {}
     if with_features:
         if prot.uploaders[0] is None:
             raise InvalidInput(f"upload point {prot.config.upload!r} is not a tap of {prot.models[0].name or 'the model'}; "
                                "pass the recognizer itself or with_features=False")
-        methods["features"] = (UploadFeatures(prot.uploaders[0]), (x,))
-    cfg = prot.config
-    params = {"step_size": cfg.step_size, "steps": cfg.steps, "init": cfg.init, "init_sigma": cfg.init_sigma,
-              "augment": cfg.augment, "aug_sigma": cfg.aug_sigma, "aug_affine": cfg.aug_affine,
-              "pool": cfg.pool, "kernel": cfg.kernel, "kernel_length": cfg.kernel_length,
-              "layers": list(cfg.layers), "match_split": prot.models[0].points[-1],
+        entry_points["features"] = (UploadFeatures(prot.uploaders[0]), (x,))
+    params = {**KINDS["pmt-step"].params(prot.config), "match_split": prot.models[0].points[-1],
               "models": [m.name for m in prot.models], "trace_mode": mode,
               "units": "pixel quantities in 0-255 units; noise input already scaled to [0,1] units"}
-    opts = LowerOptions(method="pmt-step", model_id="+".join(m.name for m in prot.models), program="pmt-step",
+    opts = LowerOptions(kind="pmt-step", model_id="+".join(m.name for m in prot.models), program="pmt-step",
                         split=(prot.uploaders[0] or prot.models[0]).points[-1],
+                        alignment=_alignment(prot.models[0].name) if specs[0] is not None else None,
                         input_names=["x_t", "x", "noise", "theta"],
-                        output_names=["x_t_next"], extra=params, methods=methods, **lower_opts)
+                        output_names=["x_t_next"], extra=params, entry_points=entry_points, **lower_opts)
     return Program(gm, inputs, opts, prot.step, meta={"protector": prot})
-
-
-def gallery_classifier(model="faceapi-resnet34", split: str | None = None, gallery=None, labels=None,
-                       cache_dir=None):
-    """The authorized recognizer with its gallery head (FMD's classifier).
-
-    ``gallery``/``labels``: enrolled images ``[M,3,H,W]`` and identity labels; default: the
-    identities shipped in ``photoveil/assets/faces`` (center-aligned).
-    """
-    from photoveil.client.protect.fmd import GalleryClassifier
-
-    net = _facenet(model, cache_dir)
-    split = net.spec.resolve_split(split)
-    if gallery is None:
-        from photoveil.data.faces import FaceDataset
-        from photoveil.paths import ASSETS
-
-        ds = FaceDataset(ASSETS / "faces", net.spec.input_size[0], alignment="center", cache_dir=cache_dir)
-        gallery = torch.stack([ds[i][0] for i in range(len(ds))])
-        labels = torch.tensor([ds[i][1] for i in range(len(ds))])
-    return GalleryClassifier.from_facenet(net, split, gallery, labels), net.spec.name, split
 
 
 def fmd_step_program(classifier: nn.Module, config=None, size=(150, 150), batch: int = 1, mode: str = "fast",
@@ -239,10 +225,10 @@ def fmd_step_program(classifier: nn.Module, config=None, size=(150, 150), batch:
     x_star = (x + (2 * torch.rand(x.shape, generator=g) - 1) * prot.step.eps).clamp(0, 1)
     inputs = (x_star, x, feat_x, y)
     gm = trace_step(prot.step, inputs, mode=mode)
-    cfg = prot.config
-    params = {"eps": cfg.eps, "alpha": cfg.alpha, "steps": cfg.steps, "lam": cfg.lam, "trace_mode": mode,
-              "classes": int(logits.shape[1]), "units": "eps/alpha in 0-255 units"}
-    opts = LowerOptions(method="fmd-step", model_id=model_id, program="fmd-step", split=split,
+    params = {**KINDS["fmd-step"].params(prot.config), "trace_mode": mode, "classes": int(logits.shape[1]),
+              "units": "eps/alpha in 0-255 units"}
+    opts = LowerOptions(kind="fmd-step", model_id=model_id, program="fmd-step", split=split,
+                        alignment=_alignment(model_id) if model_id else None,
                         input_names=["x_star", "x", "feat_x", "y"], output_names=["x_star_next"], extra=params,
-                        methods={"prepare": (prot.classifier, (x,))}, **lower_opts)
+                        entry_points={"prepare": (prot.classifier, (x,))}, **lower_opts)
     return Program(gm, inputs, opts, prot.step, meta={"protector": prot})

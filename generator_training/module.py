@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from photoveil.evaluation.metrics import rescale
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.losses import classification_loss, face_loss
+from photoveil.imageops import rescale
 from photoveil.nets.unet import UNetGenerator
-from photoveil.zoo.train import augment
+from photoveil.data.augment import augment
 
 
 def load_critic(config: GeneratorTrainConfig, name: str) -> nn.Module:

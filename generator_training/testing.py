@@ -71,7 +71,7 @@ def run_generator_test(checkpoint: str, artifact: str | os.PathLike | None = Non
         with torch.inference_mode():
             record["pte"] = evaluate_classification(program, target, aux_model, loader, progress=progress)
         record["artifact"] = str(artifact)
-        record["quantization"] = program.protector.meta.get("quantization", "fp32")
+        record["quantization"] = program.protector.manifest.quantization
         record["delta_points"] = {k: round(100 * (record["pte"][k] - record["eager"][k]), 2)
                                   for k in METRICS if record["eager"].get(k) is not None}
     return record
@@ -95,7 +95,7 @@ def main(args) -> int:
     import json
 
     if args.artifact is not None and not Path(args.artifact).is_dir():
-        raise InvalidInput(f"--artifact {args.artifact!r} is not an artifact folder (.pte + manifest.json)")
+        raise InvalidInput(f"--artifact {args.artifact!r} is not an artifact folder (a .pte and its manifest)")
     record = run_generator_test(args.checkpoint, args.artifact, args.images, args.aux, args.batch_size,
                             verify=not args.no_verify, progress=not args.no_progress)
     print(json.dumps(record, indent=2) if args.json else format_record(record))

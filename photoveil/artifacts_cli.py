@@ -65,8 +65,8 @@ def _verify(args) -> int:
     for folder in args.folders:
         try:
             manifest = verify_artifact(folder, args.public_key)
-            record = {"folder": folder, "ok": True, "method": manifest.get("method"),
-                      "model_id": manifest.get("model_id"), "sha256": manifest.get("sha256")}
+            record = {"folder": folder, "ok": True, "kind": manifest.kind, "model_id": manifest.model_id,
+                      "sha256": manifest.sha256}
         except PhotoveilError as exc:
             failed += 1
             record = {"folder": folder, "ok": False, "error": str(exc)}
@@ -74,5 +74,5 @@ def _verify(args) -> int:
             print(json.dumps(record))
         else:
             print(f"{'OK  ' if record['ok'] else 'FAIL'} {folder}: "
-                  + (f"{record['method']} of {record['model_id']}" if record["ok"] else record["error"]))
+                  + (f"{record['kind']} of {record['model_id']}" if record["ok"] else record["error"]))
     return 1 if failed else 0

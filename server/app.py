@@ -24,8 +24,10 @@ from photoveil.server.batching import DynamicBatcher
 from photoveil.server.config import ServerConfig
 from photoveil.server.gallery import GalleryStore, SQLiteGallery
 from photoveil.server.interceptors import AuthInterceptor, ErrorInterceptor, RateLimitInterceptor
-from photoveil.server.model_host import ModelHost
+from photoveil.server.model_host import BatchKey, ModelHost
+from photoveil.server.recognition import RecognitionPlane
 from photoveil.server.servicer import ArtifactServicer, RecognitionServicer
+from photoveil.server.tiny_models import tiny_model
 from photoveil.v1 import artifacts_pb2, artifacts_pb2_grpc, recognition_pb2, recognition_pb2_grpc
 
 log = logging.getLogger("photoveil.server")
@@ -41,8 +43,6 @@ def host_from_config(config: ServerConfig) -> ModelHost:
         if m.source == "registry":
             ModelHost.from_registry({m.id: m.name}, host=host, verify_threshold=m.verify_threshold)
         elif m.source == "tiny":
-            from photoveil.server.testing import tiny_model
-
             tiny_model(host, m.id, m.name)
         else:
             ModelHost.from_zoo({m.id: m.name}, host=host)
@@ -65,7 +65,7 @@ class PhotoveilServer:
     """A started-or-startable gRPC server with the parts that need an orderly shutdown."""
 
     def __init__(self, grpc_server: grpc.Server, health_servicer: health.HealthServicer,
-                 recognition: RecognitionServicer, batcher: DynamicBatcher | None, gallery: GalleryStore,
+                 recognition: RecognitionServicer, batcher: DynamicBatcher[BatchKey] | None, gallery: GalleryStore,
                  host: ModelHost, grace_s: float, drain_s: float = 0.0):
         self.grpc_server, self.health, self.recognition = grpc_server, health_servicer, recognition
         self.batcher, self.gallery, self.host, self.grace_s = batcher, gallery, host, grace_s
@@ -127,7 +127,8 @@ def build_server(config: ServerConfig, host: ModelHost | None = None,
                  ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs or None,
     )
-    recognition = RecognitionServicer(host, gallery, batcher, config.limits)
+    recognition = RecognitionServicer(RecognitionPlane(host, gallery, batcher, config.limits.max_batch_items),
+                                      config.limits)
     recognition_pb2_grpc.add_RecognitionServiceServicer_to_server(recognition, server)
     store = ArtifactStore(config.artifacts_dir) if config.artifacts_dir else None
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(store), server)

@@ -1,28 +1,22 @@
 """Published protection artifacts: one folder per artifact under the artifacts directory.
 
-Layout (what ``photoveil artifacts sign`` produces)::
-
-    <artifacts_dir>/<artifact_id>/
-        <name>.pte         the ExecuTorch program (exactly one)
-        manifest.json      model id, version, method, input shape, normalisation, split, sha256
-        model.sig          the signature bundle over the folder (any *.sig / *.sigstore.json)
-
-The server only serves what is there; clients verify signature and hashes themselves.
+Each ``<artifacts_dir>/<artifact_id>/`` is an artifact folder as :mod:`photoveil.artifact`
+defines it (one .pte, its manifest, the signature bundle: any ``*.sig`` /
+``*.sigstore.json``). The server only serves what is there; clients verify signature and
+hashes themselves.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from photoveil.artifact import Manifest, open_artifact, sha256_file
 from photoveil.errors import IntegrityError, InvalidInput, NotFound
-from photoveil.signing import read_artifact_folder
 
 ARTIFACT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-MANIFEST = "manifest.json"
 SIGNATURE_SUFFIXES = (".sig", ".sigstore.json", ".sigstore")
 DEFAULT_CHUNK = 256 << 10
 MAX_CHUNK = 2 << 20
@@ -40,23 +34,15 @@ class ArtifactFile:
 
 
 @dataclass(frozen=True)
-class Artifact:
+class PublishedArtifact:
     artifact_id: str
-    manifest: dict
+    manifest: Manifest
     manifest_json: str
     files: tuple[ArtifactFile, ...]
 
     @property
     def signed(self) -> bool:
         return any(f.role == SIGNATURE for f in self.files)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class ArtifactStore:
@@ -76,33 +62,33 @@ class ArtifactStore:
             hit = self._hashes.get(path)
         if hit and hit[0] == stamp:
             return st.st_size, hit[1]
-        digest = _sha256(path)
+        digest = sha256_file(path)
         with self._lock:
             self._hashes[path] = (stamp, digest)
         return st.st_size, digest
 
-    def _load(self, folder: Path) -> Artifact:
-        pte, text, manifest = read_artifact_folder(folder)
+    def _load(self, folder: Path) -> PublishedArtifact:
+        art = open_artifact(folder, strict=True)
         signatures = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(SIGNATURE_SUFFIXES))
         files = []
-        for path, role in [(pte, PROGRAM), (folder / MANIFEST, MANIFEST_ROLE),
+        for path, role in [(art.pte, PROGRAM), (art.manifest_path, MANIFEST_ROLE),
                            *((s, SIGNATURE) for s in signatures)]:
             size, digest = self._hash(path)
             files.append(ArtifactFile(path.name, role, size, digest, path))
-        return Artifact(folder.name, manifest, text, tuple(files))
+        return PublishedArtifact(folder.name, art.manifest, art.manifest_text, tuple(files))
 
-    def list(self, model_id: str = "") -> list[Artifact]:
+    def list(self, model_id: str = "") -> list[PublishedArtifact]:
         out = []
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and ARTIFACT_ID.match(p.name)):
             try:
                 artifact = self._load(folder)
             except IntegrityError:
                 continue  # a half-written or broken folder is not published
-            if not model_id or str(artifact.manifest.get("model_id", "")) == model_id:
+            if not model_id or str(artifact.manifest.model_id) == model_id:
                 out.append(artifact)
         return out
 
-    def get(self, artifact_id: str) -> Artifact:
+    def get(self, artifact_id: str) -> PublishedArtifact:
         if not ARTIFACT_ID.match(artifact_id or ""):
             raise InvalidInput(f"artifact id {artifact_id[:80]!r} must match {ARTIFACT_ID.pattern}")
         folder = self.root / artifact_id
@@ -112,7 +98,7 @@ class ArtifactStore:
         return self._load(folder)
 
     @staticmethod
-    def chunks(artifact: Artifact, chunk_size: int = 0) -> Iterator[tuple[ArtifactFile, int, bytes, bool]]:
+    def chunks(artifact: PublishedArtifact, chunk_size: int = 0) -> Iterator[tuple[ArtifactFile, int, bytes, bool]]:
         """(file, offset, data, last) for every file in order; an empty file yields one empty chunk."""
         chunk_size = chunk_size or DEFAULT_CHUNK
         if not 1024 <= chunk_size <= MAX_CHUNK:

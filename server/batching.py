@@ -4,9 +4,11 @@ as one forward pass.
 Each request is a tensor of ``n >= 1`` items ``[n, ...]``. A dispatcher thread waits
 for a free worker, then takes the oldest ready key (``max_batch_size`` items queued, or
 its oldest request waited ``max_wait_s``), concatenates up to ``max_batch_size`` items
-and hands them to ``run(key, batch)``. Output rows are split back per request and each
-request's future is resolved. If a batched call fails, its requests are re-run one by
-one so one bad request cannot fail its neighbours.
+and hands them to ``run(key, batch)``. Only requests with equal keys share a batch; a
+key is any hashable value (the server's is
+:class:`~photoveil.server.model_host.BatchKey`). Output rows are split back per request
+and each request's future is resolved. If a batched call fails, its requests are re-run
+one by one so one bad request cannot fail its neighbours.
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import time
 from collections import OrderedDict, deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Hashable
+from typing import Callable, Generic, Hashable, TypeVar
 
 import torch
+
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -40,8 +44,8 @@ class BatcherClosed(RuntimeError):
     """The batcher was closed before this request ran."""
 
 
-class DynamicBatcher:
-    def __init__(self, run: Callable[[Hashable, torch.Tensor], torch.Tensor], max_batch_size: int = 32,
+class DynamicBatcher(Generic[K]):
+    def __init__(self, run: Callable[[K, torch.Tensor], torch.Tensor], max_batch_size: int = 32,
                  max_wait_s: float = 0.005, workers: int = 1, name: str = "batcher"):
         if not 1 <= max_batch_size <= 4096:
             raise ValueError(f"max_batch_size must be in 1..4096, got {max_batch_size}")
@@ -53,7 +57,7 @@ class DynamicBatcher:
         self.max_batch_size, self.max_wait_s, self.workers = max_batch_size, max_wait_s, workers
         self.stats = BatchStats()
         self._stats_lock = threading.Lock()
-        self._queues: OrderedDict[Hashable, deque[_Pending]] = OrderedDict()
+        self._queues: OrderedDict[K, deque[_Pending]] = OrderedDict()
         self._cond = threading.Condition()
         self._free = threading.Semaphore(workers)
         self._closed = False
@@ -62,7 +66,7 @@ class DynamicBatcher:
 
     # -- public ---------------------------------------------------------------------
 
-    def submit(self, key: Hashable, items: torch.Tensor) -> Future:
+    def submit(self, key: K, items: torch.Tensor) -> Future:
         """Queue ``items`` [n, ...] (n >= 1); the future resolves to this request's output rows."""
         if items.dim() == 0 or items.shape[0] < 1:
             raise ValueError(f"items must be [n, ...] with n >= 1, got shape {list(items.shape)}")
@@ -84,7 +88,7 @@ class DynamicBatcher:
 
     # -- dispatcher -----------------------------------------------------------------
 
-    def _ready_key(self, now: float) -> tuple[Hashable | None, float]:
+    def _ready_key(self, now: float) -> tuple[K | None, float]:
         """The key to run now (oldest first), else (None, seconds until one is due)."""
         wait = None
         for key, queue in self._queues.items():
@@ -95,7 +99,7 @@ class DynamicBatcher:
             wait = due if wait is None else min(wait, due)
         return None, wait if wait is not None else 1.0
 
-    def _take(self, key: Hashable) -> list[_Pending]:
+    def _take(self, key: K) -> list[_Pending]:
         queue, taken, rows = self._queues[key], [], 0
         while queue and (not taken or rows + queue[0].items.shape[0] <= self.max_batch_size):
             pending = queue.popleft()
@@ -123,7 +127,7 @@ class DynamicBatcher:
             threading.Thread(target=self._execute, args=(key, batch), daemon=True).start() \
                 if self.workers > 1 else self._execute(key, batch)
 
-    def _execute(self, key: Hashable, batch: list[_Pending]) -> None:
+    def _execute(self, key: K, batch: list[_Pending]) -> None:
         try:
             batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
             if not batch:
@@ -142,19 +146,19 @@ class DynamicBatcher:
         finally:
             self._free.release()
 
-    def _call(self, key: Hashable, items: torch.Tensor) -> torch.Tensor:
+    def _call(self, key: K, items: torch.Tensor) -> torch.Tensor:
         out = self._run(key, items)
         if out.shape[0] != items.shape[0]:
             raise RuntimeError(f"batched function returned {out.shape[0]} rows for {items.shape[0]} items")
         return out
 
-    def _resolve_one(self, key: Hashable, pending: _Pending) -> None:
+    def _resolve_one(self, key: K, pending: _Pending) -> None:
         try:
             pending.future.set_result(self._call(key, pending.items))
         except BaseException as exc:  # noqa: BLE001 - delivered to the caller
             pending.future.set_exception(exc)
 
-    def _resolve_many(self, key: Hashable, batch: list[_Pending]) -> None:
+    def _resolve_many(self, key: K, batch: list[_Pending]) -> None:
         try:
             out = self._call(key, torch.cat([p.items for p in batch]))
         except Exception:  # noqa: BLE001 - isolate: re-run each request alone

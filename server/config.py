@@ -23,7 +23,7 @@ MODEL_SOURCES = ("registry", "zoo", "tiny")
 class ModelConfig:
     id: str
     # registry: photoveil.facemodels.registry, zoo: photoveil.zoo.checkpoints,
-    # tiny: the small test nets of photoveil.server.testing (tiny-embed, tiny-cls)
+    # tiny: the small seeded nets of photoveil.server.tiny_models (tiny-embed, tiny-cls)
     source: str = "registry"
     name: str = ""                  # registry name / zoo arch; default: id
     verify_threshold: float = 0.5   # embedding models: cosine similarity for Verify

@@ -1,7 +1,9 @@
 """Server interceptors: exception -> status mapping, bearer-token auth, rate limit.
 
 Each interceptor wraps the behaviour of the handler it is given (all four call
-shapes), so it sees the request context. Order in ``build_server``: errors (outermost)
+shapes), so it sees the request context. :class:`_WrappingInterceptor` does the wrapping
+once; each interceptor adds one hook: ``admit`` to refuse a call before it runs (auth,
+rate limit) or ``failed`` to handle the exception a call raised (errors). Order in ``build_server``: errors (outermost)
 -> auth -> rate limit, so auth and limit failures are raised as exceptions and mapped
 to statuses in one place (:func:`photoveil.server.status.status_for`).
 """
@@ -50,36 +52,56 @@ def _wrap(handler: grpc.RpcMethodHandler | None, wrapper: Wrapper, method: str):
                    response_serializer=handler.response_serializer)
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
-    """Turns every exception (also one raised while streaming answers) into a status."""
+class _WrappingInterceptor(grpc.ServerInterceptor):
+    """Runs every handler's behaviour between :meth:`admit` and, on an exception, :meth:`failed`."""
+
+    wraps_open = True  # False: health and reflection calls pass unwrapped
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
+        if not self.wraps_open and _is_open(details.method):
+            return handler
         streaming = handler is not None and bool(handler.response_streaming)
         return _wrap(handler, self._stream if streaming else self._unary, details.method)
 
-    @staticmethod
-    def _abort(exc: BaseException, context: grpc.ServicerContext, method: str):
-        if context.code() not in (None, grpc.StatusCode.OK):
-            raise exc  # the behaviour already set a status (context.abort)
-        code, message = status_for(exc, method)
-        context.abort(code, message)
+    def admit(self, context: grpc.ServicerContext) -> None:
+        """Called before the behaviour; raise to refuse the call."""
+
+    def failed(self, exc: Exception, context: grpc.ServicerContext, method: str) -> None:
+        """Called with an exception from ``admit`` or the behaviour; returning re-raises it."""
 
     def _unary(self, fn, request, context, method):
         try:
+            self.admit(context)
             return fn(request, context)
-        except Exception as exc:  # noqa: BLE001 - this is the one place that maps them all
-            self._abort(exc, context, method)
+        except Exception as exc:  # noqa: BLE001 - failed() decides; re-raised unchanged by default
+            self.failed(exc, context, method)
+            raise
 
     def _stream(self, fn, request, context, method):
+        # A generator: admit() runs when the first answer is asked for, as the handler itself would.
         try:
+            self.admit(context)
             yield from fn(request, context)
         except Exception as exc:  # noqa: BLE001
-            self._abort(exc, context, method)
+            self.failed(exc, context, method)
+            raise
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class ErrorInterceptor(_WrappingInterceptor):
+    """Turns every exception (also one raised while streaming answers) into a status."""
+
+    def failed(self, exc, context, method):
+        if context.code() not in (None, grpc.StatusCode.OK):
+            return  # the behaviour already set a status (context.abort): let its exception through
+        code, message = status_for(exc, method)  # the one place that maps them all
+        context.abort(code, message)
+
+
+class AuthInterceptor(_WrappingInterceptor):
     """Requires ``authorization: Bearer <token>`` matching one of ``tokens`` (constant time)."""
+
+    wraps_open = False
 
     def __init__(self, tokens: Iterable[str]):
         self._digests = [hashlib.sha256(t.encode()).digest() for t in tokens if t]
@@ -103,20 +125,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
             raise Unauthenticated("the bearer token is not valid for this server")
         return token.strip()
 
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
-        if _is_open(details.method):
-            return handler
-        streaming = handler is not None and bool(handler.response_streaming)
-        return _wrap(handler, self._stream if streaming else self._unary, details.method)
-
-    def _unary(self, fn, request, context, method):
+    def admit(self, context):
         self.authenticated(context)
-        return fn(request, context)
-
-    def _stream(self, fn, request, context, method):
-        self.authenticated(context)
-        yield from fn(request, context)
 
 
 class TokenBucket:
@@ -142,9 +152,10 @@ class TokenBucket:
             return False
 
 
-class RateLimitInterceptor(grpc.ServerInterceptor):
+class RateLimitInterceptor(_WrappingInterceptor):
     """One token bucket per caller (bearer token if any, else peer address) -> RESOURCE_EXHAUSTED."""
 
+    wraps_open = False
     MAX_CALLERS = 10_000  # least recently seen callers are forgotten beyond this
 
     def __init__(self, rate: float, burst: float):
@@ -174,17 +185,5 @@ class RateLimitInterceptor(grpc.ServerInterceptor):
             raise RateLimited(f"rate limit of {self.rate:g} requests/s (burst {self.burst:g}) exceeded; "
                               "retry later with backoff")
 
-    def intercept_service(self, continuation, details):
-        handler = continuation(details)
-        if _is_open(details.method):
-            return handler
-        streaming = handler is not None and bool(handler.response_streaming)
-        return _wrap(handler, self._stream if streaming else self._unary, details.method)
-
-    def _unary(self, fn, request, context, method):
+    def admit(self, context):
         self.check(context)
-        return fn(request, context)
-
-    def _stream(self, fn, request, context, method):
-        self.check(context)
-        yield from fn(request, context)

@@ -15,17 +15,28 @@ import re
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Hashable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from photoveil.errors import InvalidInput, NotFound
+from photoveil.labels import DATASET_CLASSES
 
 log = logging.getLogger("photoveil.server")
 MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FULL = "full"  # the stage name of a whole-model forward
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Which requests may share one forward pass: same model, same stage, same item shape
+    (so their items concatenate along the batch dimension)."""
+
+    model_id: str
+    stage: str                      # FULL or a split point (then the model's second half runs)
+    item_shape: tuple[int, ...]     # one item's shape, without the batch dimension
 
 
 class ModelKind(str, Enum):
@@ -120,11 +131,10 @@ class ModelHost:
     def models(self) -> list[HostedModel]:
         return [self._models[k] for k in sorted(self._models)]
 
-    def run(self, key: Hashable, batch: torch.Tensor) -> torch.Tensor:
-        """Batcher entry: ``key = (model_id, stage, item_shape)``; stage is FULL or a split point."""
-        model_id, stage = key[0], key[1]
-        hosted = self.get(model_id)
-        module = hosted.module if stage == FULL else hosted.split(stage)[1]
+    def run(self, key: BatchKey, batch: torch.Tensor) -> torch.Tensor:
+        """The batcher's forward function: ``batch`` through ``key.model_id`` at ``key.stage``."""
+        hosted = self.get(key.model_id)
+        module = hosted.module if key.stage == FULL else hosted.split(key.stage)[1]
         with torch.inference_mode():
             out = module(batch).float().flatten(1)
         with self._lock:
@@ -132,7 +142,7 @@ class ModelHost:
         if hosted.kind is ModelKind.EMBEDDING:
             out = F.normalize(out, dim=1)
         if not bool(torch.isfinite(out).all()):
-            raise InvalidInput(f"model {model_id!r} produced NaN/Inf for this input; check its value range")
+            raise InvalidInput(f"model {key.model_id!r} produced NaN/Inf for this input; check its value range")
         return out
 
     # -- constructors over the project's model collections (imported lazily) ---------
@@ -175,11 +185,8 @@ class ModelHost:
             first_conv = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
             if first_conv is not None and first_conv.in_channels == 1:
                 module = nn.Sequential(RgbToGray(), module)
-            try:
-                from photoveil.data.classification import class_names
-                labels = list(class_names(dataset))
-            except Exception:  # noqa: BLE001 - labels are cosmetic; indices still work
-                labels = None
+            # Labels are cosmetic (indices still work): imagefolder models go without.
+            labels = DATASET_CLASSES.get(dataset)
             host.register(model_id, module, kind=ModelKind.CLASSIFICATION, input_size=32, labels=labels)
         return host
 

@@ -18,32 +18,22 @@ from photoveil.errors import IntegrityError, InvalidInput
 from photoveil.export import gradients as G
 from photoveil.export import programs as P
 from photoveil.export.explain import explain
-from photoveil.export.lowering import XNNPACK_BACKEND, LowerOptions, export_program, lower, sha256_file
+from photoveil.artifact import FORMAT, MANIFEST_FILE, sha256_file
+from photoveil.export.lowering import XNNPACK_BACKEND, LowerOptions, export_program, lower
+
+from tests.toys import face_front as toy_shallow
+from tests.toys import gallery_classifier as toy_gallery
 
 aten = torch.ops.aten
 
 
-def toy_shallow(seed: int = 0) -> ShallowModel:
-    """face-api-like front: 5x5/2 VALID stem + ReLU, 3x3/2 max-pool, a residual 3x3 block."""
-    torch.manual_seed(seed)
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1, self.c2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
-
-        def forward(self, x):
-            return torch.relu(self.c2(torch.relu(self.c1(x))) + x)
-
-    seg = nn.Sequential(nn.Conv2d(3, 8, 5, 2), nn.ReLU(), nn.MaxPool2d(3, 2), Block())
-    return ShallowModel([seg], "toy", ["block1"])
 
 
-def run(buffer: bytes, *inputs, method: str = "forward"):
+def run(buffer: bytes, *inputs, entry: str = "forward"):
     from executorch.runtime import Runtime
 
     prog = Runtime.get().load_program(buffer)
-    return prog.load_method(method).execute(list(inputs))
+    return prog.load_method(entry).execute(list(inputs))
 
 
 def sign_agreement(a, b, ref):
@@ -55,20 +45,20 @@ def sign_agreement(a, b, ref):
 def test_shallow_forward_pte_matches_eager_and_manifest_hash(tmp_path):
     mod = P.UploadFeatures(toy_shallow()).eval()
     x = torch.rand(2, 3, 40, 40)
-    opts = LowerOptions(method="shallow", model_id="toy", split="block1", input_names=["image"])
+    opts = LowerOptions(kind="shallow", model_id="toy", split="block1", input_names=["image"])
     art = export_program(mod, (x,), opts, tmp_path / "shallow")
     assert XNNPACK_BACKEND in art.lowered.delegates
-    m = json.loads((tmp_path / "shallow" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "shallow" / MANIFEST_FILE).read_text())
     assert m["sha256"] == sha256_file(art.pte) and m["pte_bytes"] == art.pte.stat().st_size
     assert m["inputs"][0] == {"name": "image", "shape": [2, 3, 40, 40], "dtype": "float32", "layout": "NCHW"}
-    assert m["method"] == "shallow" and m["split"] == "block1" and m["photoveil_version"]
+    assert m["kind"] == "shallow" and m["format"] == FORMAT and m["split"] == "block1" and m["photoveil_version"]
     out = PteProgram(tmp_path / "shallow")(x)[0]
     torch.testing.assert_close(out, mod(x), atol=1e-4, rtol=1e-4)
 
 
 def test_tampered_program_is_refused(tmp_path):
     mod = P.UploadFeatures(toy_shallow()).eval()
-    art = export_program(mod, (torch.rand(1, 3, 24, 24),), LowerOptions(method="shallow"), tmp_path)
+    art = export_program(mod, (torch.rand(1, 3, 24, 24),), LowerOptions(kind="shallow"), tmp_path)
     data = bytearray(art.pte.read_bytes())
     data[-1] ^= 0xFF
     art.pte.write_bytes(bytes(data))
@@ -80,9 +70,9 @@ def test_tampered_program_is_refused(tmp_path):
 def test_artifact_folder_holds_one_program(tmp_path):
     mod = P.UploadFeatures(toy_shallow()).eval()
     x = (torch.rand(1, 3, 24, 24),)
-    export_program(mod, x, LowerOptions(method="shallow", program="a"), tmp_path)
+    export_program(mod, x, LowerOptions(kind="shallow", program="a"), tmp_path)
     with pytest.raises(InvalidInput, match="exactly one"):
-        export_program(mod, x, LowerOptions(method="shallow", program="b"), tmp_path)
+        export_program(mod, x, LowerOptions(kind="shallow", program="b"), tmp_path)
 
 
 def test_generator_pte_matches_eager(tmp_path):
@@ -95,7 +85,7 @@ def test_generator_pte_matches_eager(tmp_path):
     assert XNNPACK_BACKEND in art.lowered.delegates and not art.lowered.operators
     out = PteProgram(tmp_path)(*prog.inputs)[0]
     torch.testing.assert_close(out, prog.eager(*prog.inputs), atol=1e-4, rtol=1e-4)
-    assert art.manifest["params"]["width"] == 0.25
+    assert art.manifest.params["width"] == 0.25
 
 
 @pytest.mark.slow
@@ -109,7 +99,7 @@ def test_int8_generator_smaller_and_close(tmp_path):
     q = P.generator_program(net, size=32, quantize="int8", calibration=calib)
     a_fp = export_program(fp.module, fp.inputs, fp.options, tmp_path / "fp")
     a_q = export_program(q.module, q.inputs, q.options, tmp_path / "q")
-    assert a_q.manifest["quantization"] == "int8" and XNNPACK_BACKEND in a_q.lowered.delegates
+    assert a_q.manifest.quantization == "int8" and XNNPACK_BACKEND in a_q.lowered.delegates
     assert a_q.pte.stat().st_size < 0.5 * a_fp.pte.stat().st_size
     out = PteProgram(tmp_path / "q")(*q.inputs)[0]
     ref = fp.eager(*fp.inputs)
@@ -118,7 +108,7 @@ def test_int8_generator_smaller_and_close(tmp_path):
 
 def test_int8_needs_calibration():
     with pytest.raises(InvalidInput, match="calibration"):
-        LowerOptions(method="generator", quantize="int8")
+        LowerOptions(kind="generator", quantize="int8")
 
 
 # -- the backward rewrites ---------------------------------------------------------------
@@ -156,7 +146,7 @@ def test_maxpool_backward_rewrites_match_pytorch(k, s, size):
         gm = G.trace_step(_input_grad(pool), (x, g), mode=mode)
         torch.testing.assert_close(gm(x, g), ref, atol=1e-6, rtol=1e-6)
     gm = G.trace_step(_input_grad(pool), (x, g), mode="fast")
-    low = lower(gm, (x, g), LowerOptions(method="test"))
+    low = lower(gm, (x, g), LowerOptions(kind="test"))
     assert not low.operators, f"left outside XNNPACK: {low.operators}"
     torch.testing.assert_close(run(low.buffer, x, g)[0], ref, atol=1e-5, rtol=1e-5)
 
@@ -178,7 +168,7 @@ def test_padded_residual_backward_runs_and_matches():
     x = torch.randn(1, 4, 15, 15)
     g = torch.randn_like(mod(x))
     gm = G.trace_step(_input_grad(mod), (x, g))
-    low = lower(gm, (x, g), LowerOptions(method="test"))
+    low = lower(gm, (x, g), LowerOptions(kind="test"))
     torch.testing.assert_close(run(low.buffer, x, g)[0], _input_grad(mod)(x, g), atol=1e-5, rtol=1e-5)
 
 
@@ -203,7 +193,7 @@ def test_pmt_step_pte_matches_eager_and_is_one_delegate():
     out = run(low.buffer, *prog.inputs)[0]
     assert sign_agreement(out, ref, x_t) == 1.0
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
-    feats = run(low.buffer, prog.inputs[1], method="features")[0]
+    feats = run(low.buffer, prog.inputs[1], entry="features")[0]
     torch.testing.assert_close(feats, prot.models[0](prog.inputs[1])[-1], atol=1e-4, rtol=1e-4)
 
 
@@ -224,14 +214,6 @@ def test_pmt_step_multi_layer_and_affine_traces_correctly():
     assert prot.config.pool == 2
 
 
-def toy_gallery(seed=0):
-    torch.manual_seed(seed)
-    shallow = nn.Sequential(nn.Conv2d(3, 8, 3, 2), nn.ReLU(), nn.MaxPool2d(3, 2))
-    rest = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(16, 12))
-    for p in [*shallow.parameters(), *rest.parameters()]:
-        p.requires_grad_(False)
-    return GalleryClassifier(shallow, rest, torch.randn(4, 12))
 
 
 def test_fmd_step_pte_matches_eager():
@@ -243,7 +225,7 @@ def test_fmd_step_pte_matches_eager():
     assert sign_agreement(out, ref, prog.inputs[0]) > 0.999
     eps = prog.meta["protector"].step.eps
     assert (out - prog.inputs[1]).abs().max() <= eps + 1e-6
-    logits, feat = run(low.buffer, prog.inputs[1], method="prepare")[:2]
+    logits, feat = run(low.buffer, prog.inputs[1], entry="prepare")[:2]
     ref_logits, ref_feat = toy_gallery()(prog.inputs[1])
     torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
 
@@ -292,7 +274,7 @@ def test_faceapi_pmt_step_gradients_match_eager(faceapi):
 def test_faceapi_pmt_step_uploads_at_its_upload_point(faceapi):
     prog = P.pmt_step_program(faceapi, PMTConfig(seed=0, upload="pool"), size=64)
     assert prog.options.split == "pool" and prog.options.extra["match_split"] == "block2"
-    feats = prog.options.methods["features"][0](prog.inputs[1])
+    feats = prog.options.entry_points["features"][0](prog.inputs[1])
     with torch.no_grad():
         assert feats.shape == faceapi.split("pool")[0](prog.inputs[1]).shape
 
@@ -311,5 +293,5 @@ def test_high_preset_uploads_stem_features_of_the_obfuscated_image(faceapi):
 def test_faceapi_shallow_forward(faceapi, tmp_path):
     prog = P.shallow_program(faceapi, size=64)
     art = export_program(prog.module, prog.inputs, prog.options, tmp_path)
-    assert art.manifest["split"] == faceapi.spec.default_split and art.manifest["model_id"] == "faceapi-resnet34"
+    assert art.manifest.split == faceapi.spec.default_split and art.manifest.model_id == "faceapi-resnet34"
     torch.testing.assert_close(PteProgram(tmp_path)(*prog.inputs)[0], prog.eager(*prog.inputs), atol=1e-3, rtol=1e-4)

@@ -10,7 +10,7 @@ import pytest
 
 from photoveil.data.faces import parse_pairs
 from photoveil.errors import InvalidInput
-from photoveil.facemodels import lfw_eval
+from photoveil.evaluation import lfw as lfw_eval
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "lfw_small"
 

@@ -11,13 +11,10 @@ from photoveil.client.protect.ops import ti_kernel
 from photoveil.client.protect.pmt import PMTConfig, PMTProtector
 from photoveil.client.protect.shallow import ShallowModel
 from photoveil.errors import InvalidInput
+from tests.toys import classifier as toy_classifier
+from tests.toys import two_taps as toy_shallow
 
 
-def toy_shallow(seed: int = 0) -> ShallowModel:
-    torch.manual_seed(seed)
-    seg1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-    seg2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU())
-    return ShallowModel([seg1, seg2], f"toy{seed}", ["a", "b"])
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +175,6 @@ def test_pmt_rejects_bad_images():
             p.protect(bad)
 
 
-def toy_classifier(seed=0, k=4):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, k))
 
 
 @pytest.mark.parametrize("eps", [4.0, 16.0])

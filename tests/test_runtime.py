@@ -14,7 +14,8 @@ from photoveil.client.runtime import PteFMD, PteGenerator, PtePMT, load_protecto
 from photoveil.errors import InvalidInput
 from photoveil.export import programs as P
 from photoveil.export.lowering import export_program
-from tests.test_export import toy_gallery, toy_shallow
+from tests.toys import face_front as toy_shallow
+from tests.toys import gallery_classifier as toy_gallery
 
 
 @pytest.fixture(scope="module")

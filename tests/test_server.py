@@ -15,7 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from photoveil import wire
 from photoveil.server.config import AuthConfig, LimitsConfig
 from photoveil.server.model_host import ModelHost, ModelKind
-from photoveil.server.testing import local_server, tiny_host
+from photoveil.server.testing import local_server
+from photoveil.server.tiny_models import tiny_host
 from photoveil.v1 import artifacts_pb2, artifacts_pb2_grpc, recognition_pb2 as pb, recognition_pb2_grpc
 from photoveil.v1.tensor_pb2 import Features, Input
 
@@ -337,7 +338,7 @@ def test_tls_with_token(tmp_path, monkeypatch):
     from cryptography.x509.oid import NameOID
 
     from photoveil.server.config import TlsConfig
-    from photoveil.server.testing import wait_serving
+    from photoveil.server.health import wait_serving
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from photoveil import wire
-from photoveil.server.testing import wait_serving
+from photoveil.server.health import wait_serving
 from photoveil.v1 import recognition_pb2 as pb, recognition_pb2_grpc
 from photoveil.v1.tensor_pb2 import Input
 

@@ -13,7 +13,8 @@ from photoveil import wire
 from photoveil.server.batching import BatcherClosed, DynamicBatcher
 from photoveil.server.config import BatchingConfig
 from photoveil.server.model_host import ModelHost, ModelKind
-from photoveil.server.testing import TinyNet, local_server
+from photoveil.server.testing import local_server
+from photoveil.server.tiny_models import TinyNet
 from photoveil.v1 import recognition_pb2 as pb, recognition_pb2_grpc
 from photoveil.v1.tensor_pb2 import Input
 

@@ -13,7 +13,7 @@ from photoveil import wire
 from photoveil.errors import InvalidInput, NotFound
 from photoveil.server.app import host_from_config
 from photoveil.server.config import ModelConfig, ServerConfig, load_config
-from photoveil.server.model_host import ModelHost, ModelKind, RgbToGray
+from photoveil.server.model_host import FULL, BatchKey, ModelHost, ModelKind, RgbToGray
 from photoveil.server.testing import local_server
 from photoveil.v1 import recognition_pb2 as pb, recognition_pb2_grpc
 from photoveil.v1.tensor_pb2 import Features, Input
@@ -74,7 +74,8 @@ def test_from_zoo_wraps_one_channel_classifiers(monkeypatch):
     x = torch.rand(2, 3, 32, 32)
     gray = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     with torch.no_grad():
-        assert torch.allclose(host.run(("fm", "full"), x), made[("resnet18", "fashion-mnist")](gray), atol=1e-5)
+        assert torch.allclose(host.run(BatchKey("fm", FULL, (3, 32, 32)), x),
+                              made[("resnet18", "fashion-mnist")](gray), atol=1e-5)
 
 
 def test_config_files_toml_and_json(tmp_path):

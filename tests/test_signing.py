@@ -35,7 +35,7 @@ def signed(tmp_path, keys):
 
 def test_sign_then_verify(signed, keys):
     assert (signed / SIGNATURE_FILE).is_file()
-    assert verify_artifact(signed, keys[0][1])["method"] == "pmt-step"
+    assert verify_artifact(signed, keys[0][1]).kind == "pmt-step"
 
 
 def test_private_key_is_owner_only_and_not_overwritten(keys):

@@ -25,7 +25,8 @@ from photoveil.export.lowering import export_program
 from photoveil.server.app import build_server
 from photoveil.server.config import ServerConfig
 from photoveil.server.model_host import ModelKind
-from photoveil.server.testing import INPUT, local_server, tiny_host
+from photoveil.server.testing import local_server
+from photoveil.server.tiny_models import INPUT, tiny_host
 from photoveil.signing import keygen, sign_artifact
 
 PEOPLE = ("ada", "bob", "cyd", "dee")
@@ -92,7 +93,7 @@ def rpc(server):
 def test_phone_protects_and_the_authorized_server_still_recognises(rpc, provider, tmp_path):
     phone = Phone(rpc, provider[1], tmp_path)
     pmt = phone.install("pmt-step", seed=0, progress=False)
-    assert pmt.method == "pmt-step" and (tmp_path / "pmt-step" / "model.sig").is_file()
+    assert pmt.kind == "pmt-step" and (tmp_path / "pmt-step" / "model.sig").is_file()
     clean = faces(0)
     protected, ms = phone.protect(pmt, clean)
     assert protected.shape == clean.shape and ms > 0

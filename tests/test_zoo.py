@@ -9,7 +9,8 @@ import torch
 from torch.utils.data import Subset
 
 from photoveil.zoo import checkpoints, registry
-from photoveil.zoo.train import ZooTrainConfig, augment
+from photoveil.data.augment import augment
+from photoveil.zoo.config import ZooTrainConfig
 
 HAVE_FASHION = True
 try:

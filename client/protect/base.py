@@ -6,8 +6,10 @@ in [0, 1]. The base class owns what all methods share:
 
 * input validation (``protect`` is a template method: validate, chunk into
   ``config.batch_size``, call the method's ``_protect`` per chunk, concatenate);
-* a ``Config`` dataclass per method (validated in ``__post_init__``) with a ``seed`` that
-  becomes a ``torch.Generator`` handed to ``_protect``;
+* a ``Config`` dataclass per method with a ``seed`` that becomes a ``torch.Generator``
+  handed to ``_protect``. Fields declared with :func:`param` carry their range, choices
+  and help: ``__post_init__`` validates them, and :mod:`.flags` makes the CLI flags of
+  every command from them (the dataclass is the single source of defaults and ranges);
 * presets ``low | mid | high`` (``from_preset``), where explicit overrides always win;
 * a registry: ``@register_protector`` and ``get_protector(method)``.
 
@@ -15,12 +17,7 @@ Writing a method::
 
     @dataclass
     class NoiseConfig(ProtectorConfig):
-        sigma: float = 0.1                      # noise std in pixel units
-
-        def __post_init__(self):
-            super().__post_init__()
-            if not 0 < self.sigma <= 1:
-                raise ValueError(f"sigma must be in (0, 1], got {self.sigma}")
+        sigma: float = param(0.1, lo=0.0, hi=1.0, low_open=True, help="noise std")
 
     @register_protector
     class NoiseProtector(Protector):
@@ -53,6 +50,48 @@ PRESET_NAMES = ("low", "mid", "high")
 BUILTIN_METHODS = ("generator", "pmt", "fmd")
 
 
+def param(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: float | None = None,
+          low_open: bool = False, choices: tuple[str, ...] | None = None, help: str = "",
+          flag: bool = True, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its accepted values: ``[lo, hi]`` (``(lo, hi]`` if ``low_open``)
+    or one of ``choices``; ``help`` is its CLI help; ``flag=False`` keeps it off the CLI."""
+    meta = {"lo": lo, "hi": hi, "low_open": low_open, "choices": choices, "help": help, "flag": flag}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def accepted(f: dataclasses.Field) -> str:
+    """What field ``f`` accepts, as its error messages and CLI help say it."""
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(m["choices"])
+    if m.get("lo") is not None or m.get("hi") is not None:
+        kind = "an int " if f.type in ("int", int) else ""
+        return f"{kind}in {'(' if m['low_open'] else '['}{m['lo']}, {m['hi']}]"
+    return ""
+
+
+def check_field(f: dataclasses.Field, value: Any) -> None:
+    """ValueError naming the field and what it accepts unless ``value`` is accepted (None
+    passes for optional fields)."""
+    m = f.metadata
+    if value is None and "None" in str(f.type):
+        return
+    if m.get("choices"):
+        if value not in m["choices"]:
+            raise ValueError(f"{f.name} must be {accepted(f)}; got {value!r}")
+        return
+    lo, hi = m.get("lo"), m.get("hi")
+    if lo is None and hi is None:
+        return
+    is_int = f.type in ("int", int)
+    ok = isinstance(value, int if is_int else (int, float)) and not isinstance(value, bool)
+    ok = ok and (lo is None or (lo < value if m["low_open"] else lo <= value)) and (hi is None or value <= hi)
+    if not ok:
+        raise ValueError(f"{f.name} must be {accepted(f)}, got {value!r}")
+
+
 @dataclass
 class ProtectorConfig:
     """Settings every method has. Subclass it per method and add fields.
@@ -72,6 +111,9 @@ class ProtectorConfig:
             raise ValueError(f"seed must be None or an int >= 0, got {self.seed!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        for f in dataclasses.fields(self):
+            if f.metadata:
+                check_field(f, getattr(self, f.name))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -28,41 +28,15 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from photoveil.client.protect.base import Protector, ProtectorConfig, register_protector
-from photoveil.client.protect.pmt import _check_int, _check_range
+from photoveil.client.protect.base import register_protector
+from photoveil.client.protect.configs import FMDConfig
+from photoveil.client.protect.steps import StepProtector
 from photoveil.errors import InvalidInput
-
-
-@dataclass
-class FMDConfig(ProtectorConfig):
-    """FMD hyper-parameters (pixel quantities in 0-255 units).
-
-    Attributes:
-        eps: L-inf budget, (0, 255].
-        alpha: step size, (0, 255].
-        steps: iterations N, 1..10000.
-        lam: weight lambda of the authorized cross-entropy, [0, 1000].
-        device: torch device.
-    """
-
-    eps: float = 16.0
-    alpha: float = 4.0
-    steps: int = 100
-    lam: float = 1.0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_range("eps", self.eps, 0.0, 255.0, low_open=True)
-        _check_range("alpha", self.alpha, 0.0, 255.0, low_open=True)
-        _check_int("steps", self.steps, 1, 10000)
-        _check_range("lam", self.lam, 0.0, 1000.0)
 
 
 class LayerTap(nn.Module):
@@ -156,15 +130,16 @@ class FMDStep(nn.Module):
         return torch.minimum(torch.maximum(x_next, x - self.eps), x + self.eps)
 
 
-@register_protector
-class FMDProtector(Protector):
-    """FMD through one authorized classifier.
+class FMDBase(StepProtector):
+    """FMD's host side: the clean prediction and feature map (``prepare``), the uniform
+    start in the eps-ball and the loop; the step is the subclass's: :class:`FMDStep`
+    here, the ``fmd-step`` program on the device.
 
     Args:
-        classifier: module returning ``(logits, feature_map)`` (:class:`LayerTap`,
-            :class:`GalleryClassifier`).
         config: :class:`FMDConfig`.
-        in_channels: channels of the images (3 for photos, 1 for Fashion-MNIST).
+        step: ``(x_star, x, feat_x, y) -> x_star_next``.
+        prepare: ``x -> (logits, feat_x)`` of the clean image.
+        in_channels: channels of the images.
     """
 
     method = "fmd"
@@ -175,21 +150,35 @@ class FMDProtector(Protector):
         "high": {"eps": 24.0, "alpha": 6.0},
     }
 
-    def __init__(self, classifier: nn.Module, config: FMDConfig | None = None, in_channels: int = 3):
-        super().__init__(config)
-        cfg = self.config
+    def __init__(self, config: FMDConfig | None, step, prepare, in_channels: int = 3):
+        super().__init__(config, step)
+        self.prepare = prepare
         self.in_channels = in_channels
-        self.classifier = classifier.eval().to(cfg.device)
-        self.step = FMDStep(self.classifier, cfg.eps / 255.0, cfg.alpha / 255.0, cfg.lam)
 
-    def _protect(self, images: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-        x = images.to(self.config.device)
-        eps = self.step.eps
+    def start(self, x, rng):
         with torch.no_grad():
-            logits, feat_x = self.classifier(x)
+            logits, feat_x = self.prepare(x)
             y = logits.argmax(1)
         u = torch.rand(x.shape, generator=rng, device=x.device)
-        x_star = (x + (2 * u - 1) * eps).clamp(0.0, 1.0)  # uniform start: MSE grad is 0 at x
-        for _ in range(self.config.steps):
-            x_star = self.step(x_star, x, feat_x, y)
-        return x_star.to(images.device)
+        x_star = (x + (2 * u - 1) * (self.config.eps / 255.0)).clamp(0.0, 1.0)  # MSE grad is 0 at x
+        return x_star, (x, feat_x, y)
+
+
+@register_protector
+class FMDProtector(FMDBase):
+    """FMD through one authorized classifier, eager.
+
+    Args:
+        classifier: module returning ``(logits, feature_map)`` (:class:`LayerTap`,
+            :class:`GalleryClassifier`).
+        config: :class:`FMDConfig`.
+        in_channels: channels of the images (3 for photos, 1 for Fashion-MNIST).
+    """
+
+    def __init__(self, classifier: nn.Module, config: FMDConfig | None = None, in_channels: int = 3):
+        cfg = config if config is not None else FMDConfig()
+        if not isinstance(cfg, FMDConfig):
+            raise TypeError(f"{type(self).__name__} takes an FMDConfig, got {type(cfg).__name__}")
+        self.classifier = classifier.eval().to(cfg.device)
+        step = FMDStep(self.classifier, cfg.eps / 255.0, cfg.alpha / 255.0, cfg.lam)
+        super().__init__(cfg, step, self.classifier, in_channels)

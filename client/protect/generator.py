@@ -14,10 +14,10 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from photoveil.client.protect.base import Protector, ProtectorConfig, register_protector
+from photoveil.client.protect.base import Protector, register_protector
+from photoveil.client.protect.configs import GeneratorConfig
 from photoveil.errors import NotFound
 from photoveil.paths import ASSETS
 
@@ -27,28 +27,6 @@ SHIPPED_DIR = ASSETS / "generators"
 def shipped_generators() -> dict[str, Path]:
     """Name -> path of the generators shipped in ``photoveil/assets/generators``."""
     return {p.stem: p for p in sorted(SHIPPED_DIR.glob("*.pt"))}
-
-
-@dataclass
-class GeneratorConfig(ProtectorConfig):
-    """Attributes (plus seed/batch_size/progress of ``ProtectorConfig``):
-
-    checkpoint: a path to a generator checkpoint, or the name of a shipped one
-        (``shipped_generators()``).
-    strength: scale on the generator's perturbation, in (0, 1]; 1.0 = as trained.
-    device: torch device to run on ("cpu", "cuda", ...).
-    """
-
-    checkpoint: str = "face"
-    strength: float = 1.0
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.strength, (int, float)) or not 0.0 < self.strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
-        if not self.checkpoint:
-            raise ValueError("checkpoint must be a path or a shipped generator name")
 
 
 @register_protector

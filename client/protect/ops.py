@@ -101,3 +101,4 @@ def pooled_concat(feats: list[torch.Tensor], pool: int) -> torch.Tensor:
             f = F.avg_pool2d(f, pool, ceil_mode=True)
         out.append(f.flatten(1))
     return torch.cat(out, dim=1)
+

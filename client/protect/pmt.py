@@ -37,101 +37,19 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from photoveil.client.protect import ops
-from photoveil.client.protect.base import Protector, ProtectorConfig, register_protector
+from photoveil.client.protect.base import register_protector
+from photoveil.client.protect.configs import AUGMENTS, INITS, KERNELS, PMTConfig
 from photoveil.client.protect.shallow import ShallowModel, from_facenet
+from photoveil.client.protect.steps import StepProtector
 from photoveil.errors import InvalidInput
 
-INITS = ("gaussian", "sort", "blur")
-AUGMENTS = ("noise", "affine", "mix", "none")
-KERNELS = ("gaussian", "linear", "none")
 
-
-@dataclass
-class PMTConfig(ProtectorConfig):
-    """PMT hyper-parameters (pixel quantities in 0-255 units).
-
-    Attributes:
-        steps: signed-gradient iterations K, 1..10000.
-        step_size: alpha per step, (0, 64].
-        init: starting image: ``gaussian`` (mid-grey + N(0, init_sigma^2)), ``sort`` (the
-            original's pixels randomly permuted), ``blur`` (Gaussian blur of the original,
-            std ``init_sigma`` / 4 pixels).
-        init_sigma: noise std of the ``gaussian`` init, (0, 255].
-        augment: ``noise`` | ``affine`` | ``mix`` | ``none`` (T in Alg. 2).
-        aug_sigma: std of the ``noise`` augmentation, [0, 128].
-        aug_affine: max rotation (degrees) of the ``affine`` augmentation; shifts up to
-            ``aug_affine / 150`` of the image, scale up to ``aug_affine / 150``.
-        split: named split point of the authorized model(s): the end of ``E_c``
-            (None: each model's default PMT split; ``"deep"``: each model's deeper split,
-            ``block64_3`` of faceapi-resnet34, whose more invariant features let ``x~``
-            carry less of the face).
-        layers: extra, shallower split points aggregated with the split point
-            (multi-layer aggregation; empty = off).
-        upload: split point whose features :meth:`features` returns for the upload-features
-            case (None: the split point itself). A point shallower than ``split`` uploads the
-            features of the obfuscated *image* there, which are far from the original's
-            (only the deeper ``split`` features are matched), so an attacker who inverts them
-            gets the noise-like ``x~`` back instead of the face; the server runs the rest of
-            the network from ``upload``.
-        pool: AvgPool kernel of the aggregation, 1..8 (1 = no pooling); only with ``layers``
-            (the split point alone is matched unpooled).
-        kernel: gradient smoothing ``gaussian`` | ``linear`` | ``none``.
-        kernel_length: half-length k of the kernel (size 2k+1), 1..15.
-        device: torch device.
-    """
-
-    steps: int = 100
-    step_size: float = 0.5
-    init: str = "gaussian"
-    init_sigma: float = 60.0
-    augment: str = "noise"
-    aug_sigma: float = 8.0
-    aug_affine: float = 3.0
-    split: str | None = None
-    layers: tuple[str, ...] = field(default_factory=tuple)
-    upload: str | None = None
-    pool: int = 2
-    kernel: str = "gaussian"
-    kernel_length: int = 1
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.layers = tuple(self.layers)
-        _check_int("steps", self.steps, 1, 10000)
-        _check_range("step_size", self.step_size, 0.0, 64.0, low_open=True)
-        _check_choice("init", self.init, INITS)
-        _check_range("init_sigma", self.init_sigma, 0.0, 255.0, low_open=True)
-        _check_choice("augment", self.augment, AUGMENTS)
-        _check_range("aug_sigma", self.aug_sigma, 0.0, 128.0)
-        _check_range("aug_affine", self.aug_affine, 0.0, 30.0)
-        _check_int("pool", self.pool, 1, 8)
-        _check_choice("kernel", self.kernel, KERNELS)
-        _check_int("kernel_length", self.kernel_length, 1, 15)
-
-
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
-
-
-def _check_range(name, value, lo, hi, low_open=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and (lo < value if low_open else lo <= value) and value <= hi
-    if not ok:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{lo}, {hi}], got {value!r}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def check_upload(spec, split: str, upload: str) -> None:
@@ -231,17 +149,10 @@ class PMTStep(nn.Module):
         return (x_t.detach() - self.alpha * grad.sign()).clamp(0.0, 1.0)
 
 
-@register_protector
-class PMTProtector(Protector):
-    """PMT (one authorized model) / MR-PMT (several).
-
-    Args:
-        models: the authorized model(s): registry names (``"faceapi-resnet34"``), loaded
-            ``FaceNet`` modules, or ready :class:`ShallowModel` taps. Names and FaceNets
-            are cut at ``config.split`` (+ ``config.layers``).
-        config: :class:`PMTConfig`.
-        cache_dir: face-model cache (for names).
-    """
+class PMTBase(StepProtector):
+    """PMT's host side: the start image ``x~_0``, each step's augmentation draws and the
+    loop (:class:`~photoveil.client.protect.steps.StepProtector`); the step is the
+    subclass's: :class:`PMTStep` here, the ``pmt-step`` program on the device."""
 
     method = "pmt"
     Config = PMTConfig
@@ -256,54 +167,6 @@ class PMTProtector(Protector):
         "high": {"init_sigma": 150.0, "steps": 200, "step_size": 0.5, "split": "deep", "upload": "stem"},
     }
 
-    def __init__(self, models, config: PMTConfig | None = None, cache_dir=None):
-        super().__init__(config)
-        cfg = self.config
-        if isinstance(models, (str, nn.Module)):
-            models = [models]
-        if not models:
-            raise ValueError("PMT needs at least one authorized model")
-        self.models, self.uploaders = [], []
-        for m in models:
-            shallow, uploader = self._shallow(m, cache_dir)
-            self.models.append(shallow)
-            self.uploaders.append(uploader)
-        if cfg.pool != PMTConfig.pool and all(len(m.points) == 1 for m in self.models):
-            # a lone split point is matched unpooled: a pool there would silently do nothing
-            raise ValueError(f"pool (the AvgPool of multi-layer aggregation) acts only with layers; got "
-                             f"pool={cfg.pool} and one tap per model: add layers or leave pool at {PMTConfig.pool}")
-        kernel = None if cfg.kernel == "none" else ops.ti_kernel(cfg.kernel, cfg.kernel_length, 3)
-        self.step = PMTStep(
-            self.models, cfg.step_size / 255.0, cfg.pool, kernel=kernel, use_noise=cfg.augment in ("noise", "mix"), use_affine=cfg.augment in ("affine", "mix"),
-        ).to(cfg.device)
-
-    def _shallow(self, m, cache_dir) -> tuple[ShallowModel, ShallowModel | None]:
-        """``(taps PMT matches, the model cut at the upload point)``."""
-        upload = self.config.upload
-        if isinstance(m, ShallowModel):
-            if upload is None or upload == m.points[-1]:
-                return m, m
-            if upload not in m.points:  # protect() works; features_of() says what is missing
-                return m, None
-            k = m.points.index(upload) + 1
-            return m, ShallowModel(m.segments[:k], m.name, m.points[:k])
-        if isinstance(m, str):
-            from photoveil.facemodels import registry
-
-            m = registry.load(m, cache_dir=cache_dir)
-        spec = getattr(m, "spec", None)
-        if spec is None:
-            raise InvalidInput(f"authorized model must be a registry name, a FaceNet or a ShallowModel; got {type(m).__name__}")
-        split = spec.resolve_split(self.config.split)
-        if split is None:
-            raise InvalidInput(f"{spec.name} has no default PMT split; pass split= one of {', '.join(spec.split_points)}")
-        taps = from_facenet(m, [*self.config.layers, split])
-        if upload is None or upload == split:
-            return taps, taps
-        check_upload(spec, split, upload)
-        return taps, from_facenet(m, [upload])
-
-    # -- the method --------------------------------------------------------------------
     def initial(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         """``x~_0``: an image with none of the face's appearance (Alg. 1 line 1)."""
         cfg = self.config
@@ -322,6 +185,9 @@ class PMTProtector(Protector):
         k = min(int(2 * round(3 * sigma) + 1), 2 * (min(x.shape[-2:]) // 2) - 1)  # reflect pad < size
         return gaussian_blur(x, [k, k], [sigma, sigma])
 
+    def start(self, x, rng):
+        return self.initial(x, rng), (x,)
+
     def draws(self, x: torch.Tensor, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's augmentation draws: ``noise`` (scaled) and affine ``theta``."""
         cfg = self.config
@@ -335,13 +201,67 @@ class PMTProtector(Protector):
             theta = torch.where(coin, ops.identity_theta(n, x.device), theta)
         return noise, theta
 
-    def _protect(self, images: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-        x = images.to(self.config.device)
-        x_t = self.initial(x, rng)
-        for _ in range(self.config.steps):
-            noise, theta = self.draws(x, rng)
-            x_t = self.step(x_t, x, noise, theta)
-        return x_t.to(images.device)
+
+@register_protector
+class PMTProtector(PMTBase):
+    """PMT (one authorized model) / MR-PMT (several), eager.
+
+    Args:
+        models: the authorized model(s): registry names (``"faceapi-resnet34"``), loaded
+            ``FaceNet`` modules, or ready :class:`ShallowModel` taps. Names and FaceNets
+            are cut at ``config.split`` (+ ``config.layers``).
+        config: :class:`PMTConfig`.
+        cache_dir: face-model cache (for names).
+    """
+
+    def __init__(self, models, config: PMTConfig | None = None, cache_dir=None):
+        cfg = config if config is not None else PMTConfig()
+        if not isinstance(cfg, PMTConfig):
+            raise TypeError(f"{type(self).__name__} takes a PMTConfig, got {type(cfg).__name__}")
+        if isinstance(models, (str, nn.Module)):
+            models = [models]
+        if not models:
+            raise ValueError("PMT needs at least one authorized model")
+        self.models, self.uploaders = [], []
+        for m in models:
+            shallow, uploader = self._shallow(m, cfg, cache_dir)
+            self.models.append(shallow)
+            self.uploaders.append(uploader)
+        if cfg.pool != PMTConfig.pool and all(len(m.points) == 1 for m in self.models):
+            # a lone split point is matched unpooled: a pool there would silently do nothing
+            raise ValueError(f"pool (the AvgPool of multi-layer aggregation) acts only with layers; got "
+                             f"pool={cfg.pool} and one tap per model: add layers or leave pool at {PMTConfig.pool}")
+        kernel = None if cfg.kernel == "none" else ops.ti_kernel(cfg.kernel, cfg.kernel_length, 3)
+        step = PMTStep(self.models, cfg.step_size / 255.0, cfg.pool, kernel=kernel,
+                       use_noise=cfg.augment in ("noise", "mix"), use_affine=cfg.augment in ("affine", "mix"))
+        super().__init__(cfg, step.to(cfg.device))
+
+    @staticmethod
+    def _shallow(m, cfg: PMTConfig, cache_dir) -> tuple[ShallowModel, ShallowModel | None]:
+        """``(taps PMT matches, the model cut at the upload point)``."""
+        upload = cfg.upload
+        if isinstance(m, ShallowModel):
+            if upload is None or upload == m.points[-1]:
+                return m, m
+            if upload not in m.points:  # protect() works; features_of() says what is missing
+                return m, None
+            k = m.points.index(upload) + 1
+            return m, ShallowModel(m.segments[:k], m.name, m.points[:k])
+        if isinstance(m, str):
+            from photoveil.facemodels import registry
+
+            m = registry.load(m, cache_dir=cache_dir)
+        spec = getattr(m, "spec", None)
+        if spec is None:
+            raise InvalidInput(f"authorized model must be a registry name, a FaceNet or a ShallowModel; got {type(m).__name__}")
+        split = spec.resolve_split(cfg.split)
+        if split is None:
+            raise InvalidInput(f"{spec.name} has no default PMT split; pass split= one of {', '.join(spec.split_points)}")
+        taps = from_facenet(m, [*cfg.layers, split])
+        if upload is None or upload == split:
+            return taps, taps
+        check_upload(spec, split, upload)
+        return taps, from_facenet(m, [upload])
 
     def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
         """Shallow features of the obfuscated images at the upload point (default: the split

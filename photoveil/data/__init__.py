@@ -1,4 +1,5 @@
-"""Datasets: face identity folders (:mod:`.faces`) and classification sets (:mod:`.classification`).
+"""Datasets: face identity folders (:mod:`.faces`), classification sets (:mod:`.classification`)
+and batched training augmentation (:mod:`.augment`).
 
 Kept free of imports so importing one loader does not pull in the other's dependencies.
 """

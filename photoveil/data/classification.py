@@ -30,16 +30,12 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from photoveil.errors import DownloadError, InvalidInput, NotFound
+from photoveil.labels import CIFAR10_CLASSES, FASHION_MNIST_CLASSES
 
 NAMES = ("fashion-mnist", "cifar10", "imagefolder")
 SPLITS = ("train", "test")
 SIZE = 32
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # Per-channel pixel mean/std of each training set at 32x32 (Fashion-MNIST after the zero
 # padding); the models bake these into their input normalisation.

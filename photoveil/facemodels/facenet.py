@@ -19,7 +19,7 @@ from torch import nn
 from photoveil.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from photoveil.facemodels.registry import FaceModelSpec
+    from photoveil.facemodels.spec import FaceModelSpec
 
 
 class Affine(nn.Module):

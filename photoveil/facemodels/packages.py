@@ -33,3 +33,11 @@ FACE_API = NpmPackage(
     key="face-api", name="@vladmandic/face-api", version="1.7.15", licence="MIT",
     integrity="sha512-WDMmK3CfNLo8jylWqMoQgf4nIst3M0fzx1dnac96wv/dvMTN4DxC/Pq1DGtduDk1lktCamQ3MIDXFnvrdHTXDw==")
 PACKAGES = {p.key: p for p in (HUMAN_MODELS, FACE_API)}
+
+
+def package_of(spec: str) -> NpmPackage:
+    """The pinned package whose ``spec`` (``name@version``) is ``spec``."""
+    for pkg in PACKAGES.values():
+        if pkg.spec == spec:
+            return pkg
+    raise KeyError(f"no pinned npm package {spec!r}; pinned: {', '.join(p.spec for p in PACKAGES.values())}")

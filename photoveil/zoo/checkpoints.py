@@ -1,6 +1,6 @@
 """Zoo checkpoints: save (fp16), load (``weights_only=True``), list, evaluate.
 
-A checkpoint is ``{"config": asdict(ZooTrainConfig), "state_dict": {name: tensor},
+A checkpoint is ``{"config": asdict(ZooTrainConfig)`` (:mod:`photoveil.zoo.config`), "state_dict": {name: tensor},
 "metrics": {"test_accuracy": float, ...}}``. Floating-point weights are stored as float16
 (half the size; the accuracy change is measured by ``photoveil zoo report``, which
 re-evaluates the loaded fp32 model) and restored to float32 on load. Shipped checkpoints
@@ -45,7 +45,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     """Rebuild the model of a checkpoint dict (fp32, eval mode)."""
-    from photoveil.zoo.train import ZooTrainConfig
+    from photoveil.zoo.config import ZooTrainConfig  # imports the datasets module: only when needed
 
     known = {f.name for f in fields(ZooTrainConfig)}
     config = ZooTrainConfig(**{k: v for k, v in ckpt["config"].items() if k in known})

@@ -73,7 +73,8 @@ def register(sub) -> None:
 def _train(args) -> int:
     import logging
 
-    from photoveil.zoo.train import ZooTrainConfig, train
+    from photoveil.zoo.config import ZooTrainConfig
+    from photoveil.zoo.train import train
 
     lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "sgd" else 3e-3)
     try:

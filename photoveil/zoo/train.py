@@ -1,8 +1,9 @@
 """Training the zoo classifiers under PyTorch Lightning.
 
-:class:`ZooTrainConfig` is saved inside every checkpoint; :class:`ZooClassifier` is the
-LightningModule (cross-entropy, SGD+Nesterov or AdamW, OneCycle or cosine schedule,
-batched random-crop + horizontal-flip augmentation); :func:`train` runs one config and
+:class:`~photoveil.zoo.config.ZooTrainConfig` (saved inside every checkpoint) describes a
+run; :class:`ZooClassifier` is the LightningModule (cross-entropy, SGD+Nesterov or AdamW,
+OneCycle or cosine schedule, :func:`photoveil.data.augment.augment` random-crop +
+horizontal-flip augmentation); :func:`train` runs one config and
 writes ``<out>/<dataset>/<arch>.pt``. The same code runs on CPU, one GPU or DDP through
 Lightning's ``accelerator`` / ``devices`` / ``strategy``.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -19,94 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from photoveil.data import classification as cdata
-from photoveil.zoo import registry
+from photoveil.data.augment import augment
+from photoveil.zoo.checkpoints import evaluate, read_checkpoint, save_checkpoint
+from photoveil.zoo.config import ZooTrainConfig
 from photoveil.zoo.datamodule import ClassificationDataModule
 
+__all__ = ["ZooTrainConfig", "ZooClassifier", "ThroughputLog", "augment", "train"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ZooTrainConfig:
-    """Hyper-parameters of one zoo training run (stored as ``checkpoint["config"]``)."""
-
-    arch: str                       # a name in registry.ARCHS
-    dataset: str = "fashion-mnist"  # a name in data.classification.NAMES
-    width: float = 0.25             # channel multiplier, registry.WIDTH_RANGE
-    epochs: int = 3                 # passes over the training images
-    batch_size: int = 128
-    optimizer: str = "sgd"          # "sgd" (momentum 0.9, Nesterov) or "adamw"
-    lr: float = 0.1                 # peak learning rate (OneCycle max / cosine start)
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"      # "onecycle" (warm-up then anneal) or "cosine"
-    label_smoothing: float = 0.0
-    crop_padding: int = 2           # random-crop shift in pixels (Fashion-MNIST has a 2-px border)
-    hflip: bool = True              # random horizontal flip (label-preserving for clothes and CIFAR)
-    val_size: int = 5000            # held out from the official training set, seeded
-    subset: int | None = None       # limit the training images (quick runs); None = all
-    seed: int = 0
-    channels_last: bool = True      # faster depthwise/dense convs on CPU (oneDNN)
-    # Filled from the dataset by __post_init__ (kept so a checkpoint rebuilds its model alone):
-    num_classes: int = 0
-    in_channels: int = 0
-    size: int = 32
-    mean: list[float] = field(default_factory=list)
-    std: list[float] = field(default_factory=list)
-    data_root: str | None = None    # where the data came from (None = defaults)
-    init_from: str | None = None    # continue from this zoo checkpoint's weights (same arch/width)
-    prior_epochs: int = 0           # epochs already in init_from's weights (set from it)
-
-    def __post_init__(self):
-        if self.arch not in registry.ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose one of: {', '.join(registry.ARCHS)}")
-        if self.dataset not in cdata.NAMES:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of: {', '.join(cdata.NAMES)}")
-        lo, hi = registry.WIDTH_RANGE
-        checks = [
-            (lo <= self.width <= hi, f"width must be in [{lo}, {hi}]"),
-            (1 <= self.epochs <= 1000, "epochs must be in [1, 1000]"),
-            (1 <= self.batch_size <= 65536, "batch_size must be in [1, 65536]"),
-            (self.optimizer in ("sgd", "adamw"), "optimizer must be 'sgd' or 'adamw'"),
-            (0 < self.lr <= 10, "lr must be in (0, 10]"),
-            (0 <= self.weight_decay < 1, "weight_decay must be in [0, 1)"),
-            (self.schedule in ("onecycle", "cosine"), "schedule must be 'onecycle' or 'cosine'"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-            (0 <= self.crop_padding <= 16, "crop_padding must be in [0, 16]"),
-            (self.val_size >= 0, "val_size must be >= 0"),
-            (self.subset is None or self.subset >= 1, "subset must be >= 1 or None"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(f"{msg}, got config {self.arch}: {self}")
-        if not self.num_classes:
-            self.num_classes, self.in_channels, self.size = cdata.dataset_info(self.dataset, self.data_root)
-        if not self.mean:
-            mean, std = cdata.normalization(self.dataset)
-            self.mean, self.std = list(mean), list(std)
-
-    @property
-    def total_epochs(self) -> int:
-        return self.epochs + self.prior_epochs
-
-    def build_model(self) -> torch.nn.Module:
-        return registry.create(self.arch, self.num_classes, self.in_channels, self.width, self.mean, self.std)
-
-
-def augment(x: torch.Tensor, padding: int, hflip: bool) -> torch.Tensor:
-    """Batched random crop (zero padding ``padding``, per-image shift) and horizontal flip."""
-    n, _, h, w = x.shape
-    if padding:
-        xp = F.pad(x, (padding,) * 4)
-        dy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-        dx = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-        rows = (torch.arange(h, device=x.device) + dy)[:, None, :, None]  # (n, 1, h, 1)
-        cols = (torch.arange(w, device=x.device) + dx)[:, None, None, :]  # (n, 1, 1, w)
-        batch = torch.arange(n, device=x.device)[:, None, None, None]
-        chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-        x = xp[batch, chan, rows, cols]
-    if hflip:
-        flip = torch.rand(n, 1, 1, 1, device=x.device) < 0.5
-        x = torch.where(flip, x.flip(3), x)
-    return x
 
 
 class ThroughputLog(L.Callback):
@@ -190,14 +110,10 @@ def train(config: ZooTrainConfig, out_dir: str | Path, accelerator: str = "auto"
     ``test_limit`` evaluates on the first N test images only (quick tests). Returns the
     checkpoint path (written by the global-zero process only under DDP).
     """
-    from photoveil.zoo.checkpoints import evaluate, save_checkpoint
-
     L.seed_everything(config.seed, workers=True, verbose=False)
     dm = ClassificationDataModule(config.dataset, config.data_root, config.batch_size, config.val_size,
                                   config.subset, config.seed, eval_batch_size=eval_batch_size)
     if config.init_from:
-        from photoveil.zoo.checkpoints import read_checkpoint
-
         init = read_checkpoint(config.init_from)
         for key in ("arch", "dataset", "width", "in_channels", "num_classes"):
             if init["config"][key] != getattr(config, key):

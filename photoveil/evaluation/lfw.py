@@ -9,8 +9,10 @@ mean +/- std over the folds. ROC AUC is computed over all pairs (torchmetrics).
 
 With ``--update-registry`` the figures go to ``photoveil/assets/lfw_accuracy.json``
 (model -> {accuracy, std, auc, pairs, alignment, command, ...}), which
-``photoveil models list`` shows. Only :func:`add_arguments` and :func:`main` are imported
-at CLI start-up; torch is imported when the command runs.
+``photoveil models list`` shows. The verification metrics (:func:`kfold_accuracy`,
+:func:`best_threshold`, :func:`roc_auc`) are shared with the evaluation runner. Only
+:func:`add_arguments` and :func:`main` are needed at CLI start-up; torch is imported when
+the command runs.
 """
 from __future__ import annotations
 

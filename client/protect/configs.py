@@ -1,0 +1,121 @@
+"""The config dataclasses of the protection methods: the single source of their
+defaults, accepted ranges and help, for the protectors, the presets and every command's
+CLI flags (:mod:`.flags`).
+
+Kept free of torch, so building the CLI stays fast. Pixel quantities are in 0-255 units,
+as in the papers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from photoveil.client.protect.base import ProtectorConfig, param
+
+INITS = ("gaussian", "sort", "blur")
+AUGMENTS = ("noise", "affine", "mix", "none")
+KERNELS = ("gaussian", "linear", "none")
+
+
+@dataclass
+class PMTConfig(ProtectorConfig):
+    """PMT hyper-parameters (pixel quantities in 0-255 units).
+
+    Attributes:
+        steps: signed-gradient iterations K, 1..10000.
+        step_size: alpha per step, (0, 64].
+        init: starting image: ``gaussian`` (mid-grey + N(0, init_sigma^2)), ``sort`` (the
+            original's pixels randomly permuted), ``blur`` (Gaussian blur of the original,
+            std ``init_sigma`` / 4 pixels).
+        init_sigma: noise std of the ``gaussian`` init, (0, 255].
+        augment: ``noise`` | ``affine`` | ``mix`` | ``none`` (T in Alg. 2).
+        aug_sigma: std of the ``noise`` augmentation, [0, 128].
+        aug_affine: max rotation (degrees) of the ``affine`` augmentation; shifts up to
+            ``aug_affine / 150`` of the image, scale up to ``aug_affine / 150``.
+        split: named split point of the authorized model(s): the end of ``E_c``
+            (None: each model's default PMT split; ``"deep"``: each model's deeper split,
+            ``block64_3`` of faceapi-resnet34, whose more invariant features let ``x~``
+            carry less of the face).
+        layers: extra, shallower split points aggregated with the split point
+            (multi-layer aggregation; empty = off).
+        upload: split point whose features :meth:`features` returns for the upload-features
+            case (None: the split point itself). A point shallower than ``split`` uploads the
+            features of the obfuscated *image* there, which are far from the original's
+            (only the deeper ``split`` features are matched), so an attacker who inverts them
+            gets the noise-like ``x~`` back instead of the face; the server runs the rest of
+            the network from ``upload``.
+        pool: AvgPool kernel of the aggregation, 1..8 (1 = no pooling); only with ``layers``
+            (the split point alone is matched unpooled).
+        kernel: gradient smoothing ``gaussian`` | ``linear`` | ``none``.
+        kernel_length: half-length k of the kernel (size 2k+1), 1..15.
+        device: torch device.
+    """
+
+    steps: int = param(100, lo=1, hi=10000, help="signed-gradient iterations K")
+    step_size: float = param(0.5, lo=0.0, hi=64.0, low_open=True, help="alpha per step (0-255 units)")
+    init: str = param("gaussian", choices=INITS, help="starting image x~_0")
+    init_sigma: float = param(60.0, lo=0.0, hi=255.0, low_open=True,
+                              help="noise std of the gaussian init (0-255 units)")
+    augment: str = param("noise", choices=AUGMENTS, help="augmentation T drawn afresh each step")
+    aug_sigma: float = param(8.0, lo=0.0, hi=128.0, help="std of the noise augmentation (0-255 units)")
+    aug_affine: float = param(3.0, lo=0.0, hi=30.0, help="max rotation (degrees) of the affine augmentation")
+    split: str | None = param(None, help="split point ending the shallow model (see `photoveil models list`; "
+                                         "'deep': the model's deeper split)")
+    layers: tuple[str, ...] = param(default_factory=tuple, help="extra, shallower split points aggregated "
+                                                                "with the split point")
+    upload: str | None = param(None, help="split point whose features are uploaded (default: the split); a "
+                                          "shallower one sends the obfuscated image's features, which do not "
+                                          "invert to the face")
+    pool: int = param(2, lo=1, hi=8, help="AvgPool kernel of multi-layer aggregation (1 = none)")
+    kernel: str = param("gaussian", choices=KERNELS, help="translation-invariant gradient smoothing")
+    kernel_length: int = param(1, lo=1, hi=15, help="half-length k of the smoothing kernel (size 2k+1)")
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)
+        super().__post_init__()
+
+
+@dataclass
+class FMDConfig(ProtectorConfig):
+    """FMD hyper-parameters (pixel quantities in 0-255 units).
+
+    Attributes:
+        eps: L-inf budget, (0, 255].
+        alpha: step size, (0, 255].
+        steps: iterations N, 1..10000.
+        lam: weight lambda of the authorized cross-entropy, [0, 1000].
+        split: split point of a face recognizer whose feature map ``f_l`` is distorted
+            (used where the classifier is built from a registry model; None: its default).
+        device: torch device.
+    """
+
+    eps: float = param(16.0, lo=0.0, hi=255.0, low_open=True, help="L-inf budget (0-255 units)")
+    alpha: float = param(4.0, lo=0.0, hi=255.0, low_open=True, help="step size (0-255 units)")
+    steps: int = param(100, lo=1, hi=10000, help="iterations N")
+    lam: float = param(1.0, lo=0.0, hi=1000.0, help="weight lambda of the authorized cross-entropy")
+    split: str | None = param(None, help="split point of the authorized face model whose feature map is "
+                                         "distorted (default: the model's default split)")
+    device: str = "cpu"
+
+
+@dataclass
+class GeneratorConfig(ProtectorConfig):
+    """Attributes (plus seed/batch_size/progress of ``ProtectorConfig``):
+
+    checkpoint: a path to a generator checkpoint, or the name of a shipped one
+        (``shipped_generators()``).
+    strength: scale on the generator's perturbation, in (0, 1]; 1.0 = as trained.
+    device: torch device to run on ("cpu", "cuda", ...).
+    """
+
+    checkpoint: str = param("face", help="generator checkpoint path or shipped name")
+    strength: float = param(1.0, lo=0.0, hi=1.0, low_open=True, help="scale on the perturbation; 1.0 = as trained")
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.checkpoint:
+            raise ValueError("checkpoint must be a path or a shipped generator name")
+
+
+CONFIGS: dict[str, type[ProtectorConfig]] = {"pmt": PMTConfig, "fmd": FMDConfig, "generator": GeneratorConfig}
