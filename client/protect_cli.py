@@ -79,12 +79,12 @@ def settings(args: argparse.Namespace) -> dict:
     return values
 
 
-def build_protector(args: argparse.Namespace, faces=None):
-    """The protector the flags describe, and the input size its faces are aligned to."""
+def build_protector(args: argparse.Namespace, values: dict, faces=None):
+    """The protector the flags and ``values`` (:func:`settings`) describe, and the input size
+    its faces are aligned to."""
     from photoveil.client.protect.factory import build_protector as build
     from photoveil.facemodels import registry
 
-    values = settings(args)
     models = args.models or [DEFAULT_MODEL]
     sizes = {tuple(registry.get_spec(m).input_size) for m in models}
     if args.method == "generator":
@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
         raise InvalidInput("--features applies to --method pmt (the upload-features case)")
     if args.gallery and args.method != "fmd":
         raise InvalidInput("--gallery applies to --method fmd (its enrolled identities)")
-    settings(args)
+    values = settings(args)
     files = collect_inputs(args.inputs)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
             print(f"photoveil protect: {f}: {exc}", file=sys.stderr)
     if faces:
         batch = torch.stack(faces)
-        protector, _ = build_protector(args, batch)
+        protector, _ = build_protector(args, values, batch)
         protected = protector.protect(batch)
         feats = protector.features_of(protected) if args.features else None
         for i, f in enumerate(names):

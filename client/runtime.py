@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from photoveil.artifact import KINDS, Manifest, get_kind, open_artifact, verify_hash
+from photoveil.artifact import KINDS, get_kind, open_artifact, verify_hash
 from photoveil.client.protect.base import Protector
 from photoveil.client.protect.fmd import FMDBase, FMDConfig
 from photoveil.client.protect.generator import GeneratorConfig
@@ -228,9 +228,6 @@ class PtePMT(_ProgramShape, PMTBase):
         n = self._program_shape()[0]
         return torch.cat([self.program(c, entry="features")[0][:r] for c, r in _chunks(protected.float(), n)])
 
-    def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
-        return self.features_of(self.protect(images), model)
-
 
 class _Prepare:
     """``x -> (logits, feat_x)`` through the FMD program's ``prepare`` entry point."""
@@ -272,4 +269,4 @@ def load_protector(artifact: str | os.PathLike, verify: bool = True, **overrides
 
 
 __all__: Sequence[str] = ("PteProgram", "PteGenerator", "PteShallow", "PtePMT", "PteFMD", "ProgramStep",
-                          "load_protector", "set_threads", "Manifest")
+                          "load_protector", "set_threads")

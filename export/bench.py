@@ -204,10 +204,11 @@ def run_bench(args) -> list[dict]:
             if args.int8 and name in ("generator", "shallow"):
                 jobs.append((name, size, "int8"))
     records: list[dict] = []
+    pmt_cfg = pmt_config(args)
     net = None
     for name, size, quant in tqdm(jobs, desc="bench", unit="program"):
         if name == "pmt-protect":
-            records += bench_protect(args.model, size, threads, out_dir, pmt_config(args), args.cache_dir)
+            records += bench_protect(args.model, size, threads, out_dir, pmt_cfg, args.cache_dir)
             continue
         if name == "generator":
             from photoveil.nets.unet import UNetGenerator, load_generator
@@ -225,7 +226,7 @@ def run_bench(args) -> list[dict]:
             prog = P.shallow_program(net, size=size)
         elif name == "pmt-step":
             net = net or registry.load(args.model, cache_dir=args.cache_dir)
-            prog = P.pmt_step_program(net, pmt_config(args), size=size, with_features=False)
+            prog = P.pmt_step_program(net, pmt_cfg, size=size, with_features=False)
         else:
             from photoveil.client.protect.factory import fmd_classifier
 

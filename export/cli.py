@@ -65,13 +65,14 @@ def build(args):
     """The :class:`Program` the arguments describe (settings validated before any model loads)."""
     import torch
 
+    from photoveil.artifact import KINDS
     from photoveil.client.protect.factory import build_config, fmd_classifier
     from photoveil.export import programs as P
     from photoveil.export.calibration import calibration_batches
 
     if args.batch < 1:
         raise InvalidInput(f"--batch must be >= 1, got {args.batch}")
-    method = {"generator": "generator", "pmt-step": "pmt", "fmd-step": "fmd"}.get(args.program)
+    method = KINDS[args.program].protection
     config = None
     if method:
         config = build_config(method, args.preset, method_overrides(args, method, (method,)))

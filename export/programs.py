@@ -157,9 +157,7 @@ def shallow_program(model="faceapi-resnet34", split: str | None = None, size=Non
 
     net = _facenet(model, cache_dir)
     spec = net.spec
-    split = spec.resolve_split(split)
-    if split is None:
-        raise InvalidInput(f"{spec.name} has no default split; pass one of {', '.join(spec.split_points)}")
+    split = spec.split_point(split)
     mod = UploadFeatures(from_facenet(net, [split]))
     h, w = _size(size, spec.input_size)
     x = _rand(batch, 3, h, w)

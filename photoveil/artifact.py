@@ -212,7 +212,7 @@ def verify_hash(pte: str | os.PathLike | bytes, manifest: Manifest, name: str | 
     else:
         digest, name = sha256_file(pte), name or Path(pte).name
     if digest != manifest.sha256:
-        raise IntegrityError(f"{name}: sha256 {digest} does not match the manifest's {manifest.sha256 or '(none)'}; "
+        raise IntegrityError(f"{name}: sha256 {digest} does not match its manifest's {manifest.sha256 or '(none)'}; "
                              "the program was modified or belongs to another manifest")
 
 

@@ -60,13 +60,6 @@ def keygen(prefix: str | os.PathLike, password: str | None = None, overwrite: bo
     return private, public
 
 
-def _check_program_hash(pte: Path, manifest: Manifest) -> None:
-    try:
-        verify_hash(pte, manifest)
-    except IntegrityError as exc:
-        raise IntegrityError(str(exc).replace("the manifest's", "its manifest's")) from None
-
-
 def _key_file(path: str | os.PathLike, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -85,7 +78,7 @@ def sign_artifact(folder: str | os.PathLike, private_key: str | os.PathLike, pas
     folder = Path(folder)
     art = open_artifact(folder, strict=True)
     pte, manifest = art.pte, art.manifest
-    _check_program_hash(pte, manifest)
+    verify_hash(pte, manifest)
     key = _key_file(private_key, "private key")
     extra = sorted(p.name for p in folder.iterdir() if p.name not in (pte.name, MANIFEST_FILE, SIGNATURE_FILE))
     if extra:
@@ -140,5 +133,5 @@ def verify_artifact(folder: str | os.PathLike, public_key: str | os.PathLike) ->
     except Exception as exc:  # noqa: BLE001 - a corrupt bundle raises JSON / protobuf / crypto errors
         raise IntegrityError(f"artifact {folder.name!r} refused: {SIGNATURE_FILE} is not a valid signature bundle "
                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
-    _check_program_hash(pte, manifest)
+    verify_hash(pte, manifest)
     return manifest

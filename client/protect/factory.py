@@ -102,16 +102,15 @@ def build_protector(method: str, models: Sequence[Any] = (), preset: str | None 
 
 
 def _generator(config, preset: str | None, overrides: Mapping[str, Any]) -> Protector:
+    from photoveil.client.protect.generator import GeneratorProtector
+
     checkpoint = Path(config.checkpoint).expanduser()
     if checkpoint.is_dir():  # an exported program: run what the phone runs
-        from photoveil.client.protect.generator import GeneratorProtector
         from photoveil.client.runtime import PteGenerator
 
         values = {**(GeneratorProtector.PRESETS[preset] if preset else {}), **overrides}
         values.pop("checkpoint", None)
         return PteGenerator(checkpoint, **values)
-    from photoveil.client.protect.generator import GeneratorProtector
-
     return GeneratorProtector(config)
 
 
@@ -134,10 +133,7 @@ def _pmt_model(net, config, size):
     from photoveil.client.protect.pmt import check_upload
     from photoveil.client.protect.shallow import ShallowModel, from_facenet
 
-    split = net.spec.resolve_split(config.split)
-    if split is None:
-        raise InvalidInput(f"{net.spec.name} has no default PMT split; pass split= one of "
-                           f"{', '.join(net.spec.split_points)}")
+    split = net.spec.split_point(config.split)
     if config.upload:
         check_upload(net.spec, split, config.upload)
     taps = from_facenet(net, [*config.layers, split])
@@ -169,10 +165,7 @@ def fmd_classifier(model="faceapi-resnet34", split: str | None = None, gallery=N
 
     net = _load(model, cache_dir)
     spec = net.spec
-    point = spec.resolve_split(split)
-    if point is None or point not in spec.split_points:
-        raise InvalidInput(f"{spec.name} has no split point {point!r}; named split points: "
-                           f"{', '.join(spec.split_points) or 'none'}")
+    point = spec.split_point(split)
     images, labels = gallery if gallery is not None else default_gallery(spec.input_size[0], cache_dir)
     images = resize_to(images, tuple(spec.input_size))
     return GalleryClassifier.from_facenet(net, point, images, labels), spec.name, point

@@ -36,8 +36,7 @@ def add_preset_flag(parser, default: str | None = "mid", allow_none: bool = Fals
                              + ("; none = the Config defaults" if allow_none else ""))
 
 
-def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str],
-                     exclude: Sequence[str] = ()) -> None:
+def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str]) -> None:
     """One argument group per method, one ``--field-name`` flag per config field (a field
     several methods share, like ``steps``, gets one flag in the first group)."""
     owners: dict[str, list[str]] = {}
@@ -48,7 +47,7 @@ def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str],
     for m in methods:
         group = parser.add_argument_group(f"{m} settings (default: the preset's)")
         for f in _flag_fields(m):
-            if f.name in done or f.name in exclude:
+            if f.name in done:
                 continue
             done.add(f.name)
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -90,5 +89,4 @@ def method_overrides(args: argparse.Namespace, method: str, methods: Sequence[st
 
 def preset_arg(args: argparse.Namespace) -> str | None:
     """``--preset`` with ``none`` meaning the Config defaults."""
-    preset = getattr(args, "preset", "mid")
-    return None if preset == "none" else preset
+    return None if args.preset == "none" else args.preset

@@ -201,6 +201,15 @@ class PMTBase(StepProtector):
             theta = torch.where(coin, ops.identity_theta(n, x.device), theta)
         return noise, theta
 
+    def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
+        """Shallow features of the obfuscated images at the upload point (default: the split
+        point ``E_c(x~)``) of authorized model ``model`` — the upload-features case."""
+        return self.features_of(self.protect(images), model)
+
+    def features_of(self, protected: torch.Tensor, model: int = 0) -> torch.Tensor:
+        """Upload-point features of already protected images (the subclass's models)."""
+        raise NotImplementedError
+
 
 @register_protector
 class PMTProtector(PMTBase):
@@ -254,19 +263,12 @@ class PMTProtector(PMTBase):
         spec = getattr(m, "spec", None)
         if spec is None:
             raise InvalidInput(f"authorized model must be a registry name, a FaceNet or a ShallowModel; got {type(m).__name__}")
-        split = spec.resolve_split(cfg.split)
-        if split is None:
-            raise InvalidInput(f"{spec.name} has no default PMT split; pass split= one of {', '.join(spec.split_points)}")
+        split = spec.split_point(cfg.split)
         taps = from_facenet(m, [*cfg.layers, split])
         if upload is None or upload == split:
             return taps, taps
         check_upload(spec, split, upload)
         return taps, from_facenet(m, [upload])
-
-    def features(self, images: torch.Tensor, model: int = 0) -> torch.Tensor:
-        """Shallow features of the obfuscated images at the upload point (default: the split
-        point ``E_c(x~)``) of authorized model ``model`` — the upload-features case."""
-        return self.features_of(self.protect(images), model)
 
     def features_of(self, protected: torch.Tensor, model: int = 0) -> torch.Tensor:
         """Upload-point features of already protected images."""

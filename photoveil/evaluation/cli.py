@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from photoveil.client.protect.configs import CONFIGS
-from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides
+from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides, preset_arg
 from photoveil.errors import InvalidInput
 
 PROTECTION_METHODS = tuple(CONFIGS)
@@ -89,19 +89,18 @@ def config_from_args(args: argparse.Namespace):
         if given:
             raise InvalidInput(f"--method none takes no protection settings (given: {', '.join(given)} flags)")
         overrides = {}
-    else:
-        overrides = method_overrides(args, args.method, PROTECTION_METHODS)
-    if args.method != "none":  # bad settings fail here, before any data or model loads
+    else:  # bad settings fail here, before any data or model loads
         from photoveil.client.protect.factory import build_config
 
-        build_config(args.method, None if args.preset == "none" else args.preset, overrides)
+        overrides = method_overrides(args, args.method, PROTECTION_METHODS)
+        build_config(args.method, preset_arg(args), overrides)
     evaluated = _csv(args.evaluated)
     return EvalConfig(
         method=args.method, authorized=tuple(args.authorized or ("faceapi-resnet34",)),
         evaluated=None if evaluated in ((), ("all",)) else evaluated, separately=args.separately,
         data=str(args.data) if args.data else None, identities=args.identities, identity_split=args.identity_split,
         images_per_identity=args.images_per_identity, pairs=args.pairs,
-        preset=None if args.preset == "none" else args.preset, overrides=overrides,
+        preset=preset_arg(args), overrides=overrides,
         sweep=parse_sweep(args.sweep, args.method) if args.sweep else None,
         attacks=_csv(args.attacks), **({"transforms": _csv(args.transforms)} if args.transforms else {}),
         kappa=args.kappa, calib_pairs=args.calib_pairs, up_sigma=args.up_sigma, up_kappa=args.up_kappa, alignment=args.alignment,

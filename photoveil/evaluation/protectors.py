@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from photoveil.errors import InvalidInput
 from photoveil.evaluation.report import jsonable
 
 if TYPE_CHECKING:
@@ -26,17 +25,6 @@ class IdentityProtector:
 
     def protect(self, images: torch.Tensor) -> torch.Tensor:
         return images.clone()
-
-
-def split_point(net, split: str | None = None) -> str:
-    """The uploaded-feature split point of ``net``: ``split`` as its spec resolves it
-    (:meth:`FaceModelSpec.resolve_split`), checked against the named split points."""
-    spec = net.spec
-    point = spec.resolve_split(split)
-    if point is None or point not in spec.split_points:
-        raise InvalidInput(f"{spec.name} has no split point {point!r}; named split points: "
-                           f"{', '.join(spec.split_points) or 'none'}")
-    return point
 
 
 def build_protector(cfg: EvalConfig, nets: list, size: tuple[int, int], gallery: torch.Tensor | None = None,
@@ -69,4 +57,4 @@ def protector_params(protector) -> dict:
     return jsonable({k: v for k, v in params.items() if k not in ("progress", "batch_size", "device")})
 
 
-__all__ = ["IdentityProtector", "build_protector", "protector_params", "split_point"]
+__all__ = ["IdentityProtector", "build_protector", "protector_params"]

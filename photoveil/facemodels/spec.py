@@ -49,6 +49,16 @@ class FaceModelSpec:
             return self.deep_split or default
         return split
 
+    def split_point(self, split: str | None) -> str:
+        """:meth:`resolve_split`, checked: InvalidInput unless it names a split point."""
+        from photoveil.errors import InvalidInput
+
+        point = self.resolve_split(split)
+        if point is None or point not in self.split_points:
+            raise InvalidInput(f"{self.name} has no split point {point!r}; named split points: "
+                               f"{', '.join(self.split_points) or 'none'}")
+        return point
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from photoveil.evaluation import reconstruction as R
-from photoveil.evaluation.protectors import split_point
 from photoveil.facemodels.embed import embed
 from photoveil.imageops import ResizeTo, input_hw
 
@@ -34,7 +33,7 @@ def run(ctx: RunContext) -> list[dict]:
     name = prot.setting[0]
     net = ctx.model(name)
     hw = prot.size
-    split = split_point(net, params.get("upload") or params.get("split") or cfg.overrides.get("split"))
+    split = net.spec.split_point(params.get("upload") or params.get("split") or cfg.overrides.get("split"))
     shallow = from_facenet(net, [split])
     front = ResizeTo(input_hw(net))
 
