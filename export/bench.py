@@ -280,6 +280,15 @@ def _all_threads(args) -> list[dict]:
     return records
 
 
+def _check_list(text: str, flag: str, ok, accepted: str) -> None:
+    from photoveil.errors import InvalidInput
+
+    items = [t.strip() for t in text.split(",")]
+    bad = [t for t in items if not ok(t)]
+    if bad or not items:
+        raise InvalidInput(f"{flag} {text!r}: {', '.join(bad) or 'empty'} not accepted; give a comma list of {accepted}")
+
+
 def main(args) -> int:
     from photoveil.errors import InvalidInput
 
@@ -287,6 +296,10 @@ def main(args) -> int:
         raise InvalidInput(f"--runs must be >= 1, got {args.runs}")
     if args.warmup < 0:
         raise InvalidInput(f"--warmup must be >= 0, got {args.warmup}")
+    _check_list(args.sizes, "--sizes", lambda s: s == "native" or (s.isdigit() and 8 <= int(s) <= 1024),
+                "sizes 8..1024 or native")
+    if args.threads:
+        _check_list(args.threads, "--threads", lambda s: s.isdigit() and int(s) >= 1, "thread counts >= 1")
     pmt_config(args)  # bad pmt settings fail before anything is exported
     records = _all_threads(args)
     if args.out:

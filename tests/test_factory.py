@@ -78,3 +78,34 @@ def toy_taps():
     from tests.toys import two_taps
 
     return two_taps()
+
+
+def test_unknown_or_absent_device_is_refused():
+    with pytest.raises(InvalidInput, match="'banana' is not a torch device"):
+        build_config("pmt", "mid", {"device": "banana"})
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInput, match="no CUDA device"):
+            build_config("fmd", "mid", {"device": "cuda"})
+
+
+@pytest.mark.parametrize("argv", [
+    ["protect", "x.jpg", "--out", "o", "--steps", "-5"],
+    ["protect", "x.jpg", "--out", "o", "--device", "banana"],
+    ["protect", "x.jpg", "--out", "o", "--eps", "8"],
+    ["protect", "x.jpg", "--out", "o", "--model", "gear"],
+    ["evaluate", "--method", "fmd", "--init-sigma", "-1"],
+    ["export", "generator", "--out", "o", "--strength", "5"],
+    ["export", "pmt-step", "--out", "o", "--kernel-length", "99"],
+    ["bench", "--runs", "0"],
+    ["bench", "--sizes", "abc"],
+    ["bench", "--threads", "0"],
+])
+def test_cli_bad_value_exits_2_in_one_line_before_any_model_loads(argv, monkeypatch, capsys, tmp_path):
+    from photoveil.cli import main
+    from photoveil.facemodels import registry
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(registry, "load", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"photoveil {argv[0]}: error:"), err

@@ -46,11 +46,25 @@ def build_config(method: str, preset: str | None = "mid", overrides: Mapping[str
         raise InvalidInput(f"{', '.join(unknown)} {'does' if len(unknown) == 1 else 'do'} not apply to method "
                            f"{method!r}; its settings: {', '.join(sorted(fields))}")
     try:
-        if preset is None:
-            return config_cls(**overrides)
-        return get_protector(method).preset_config(preset, **overrides)
+        config = config_cls(**overrides) if preset is None else get_protector(method).preset_config(preset, **overrides)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"bad {method} settings: {exc}") from None
+    _check_device(getattr(config, "device", "cpu"))
+    return config
+
+
+def _check_device(device: str) -> None:
+    """InvalidInput unless ``device`` names a torch device this machine has."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidInput(f"device {device!r} is not a torch device; accepted: cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput(f"device {device!r}: no CUDA device on this machine; use cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInput(f"device {device!r}: no MPS device on this machine; use cpu")
 
 
 def build_protector(method: str, models: Sequence[Any] = (), preset: str | None = "mid",
