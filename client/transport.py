@@ -40,9 +40,10 @@ ROLE_NAMES = {apb.FILE_ROLE_PROGRAM: "program", apb.FILE_ROLE_MANIFEST: "manifes
 class RpcFailed(PhotoveilError):
     """A call the server answered with a non-OK status (after retries, for UNAVAILABLE)."""
 
-    def __init__(self, method: str, code: grpc.StatusCode, details: str):
+    def __init__(self, method: str, code: grpc.StatusCode, details: str, trailers: dict[str, str] | None = None):
         super().__init__(f"{method}: {code.name}: {details}")
         self.method, self.code, self.details = method, code, details
+        self.trailers = trailers or {}  # the server's trailing metadata (e.g. photoveil-current-version)
 
 
 @dataclass
@@ -86,6 +87,11 @@ def _input(data: Any, split_point: str = "") -> tensor_pb2.Input:
     if split_point:
         return tensor_pb2.Input(features=tensor_pb2.Features(split_point=split_point, tensor=tensor))
     return tensor_pb2.Input(tensor=tensor)
+
+
+def _ref(artifact: tuple[str, str] | None) -> apb.ArtifactRef | None:
+    """``(artifact_id, version)`` of the artifact that produced an upload -> its wire reference."""
+    return apb.ArtifactRef(artifact_id=artifact[0], version=artifact[1]) if artifact else None
 
 
 class RecognitionClient:
@@ -143,40 +149,48 @@ class RecognitionClient:
                     if delay is not None:
                         time.sleep(delay)
                         continue
-                raise RpcFailed(method, code, exc.details() or "") from None
+                trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
+                raise RpcFailed(method, code, exc.details() or "", trailers) from None
 
     # -- recognition ----------------------------------------------------------------
 
     def list_models(self) -> list[pb.ModelInfo]:
         return list(self._call("ListModels", self.recognition.ListModels, pb.ListModelsRequest()).models)
 
-    def recognize(self, model_id: str, data: Any, top_k: int = 5, return_output: bool = False) -> pb.RecognizeResponse:
+    def recognize(self, model_id: str, data: Any, top_k: int = 5, return_output: bool = False,
+                  artifact: tuple[str, str] | None = None) -> pb.RecognizeResponse:
         """Top-k classes (classifiers) or gallery identities (embedding models) of an
-        encoded image or an image tensor ``[N,3,H,W]`` / ``[3,H,W]`` in [0, 1]."""
+        encoded image or an image tensor ``[N,3,H,W]`` / ``[3,H,W]`` in [0, 1]. ``artifact``:
+        ``(id, version)`` of the artifact that protected it (every upload call takes it)."""
         request = pb.RecognizeRequest(model_id=model_id, input=_input(data), top_k=top_k,
-                                      return_output=return_output)
+                                      return_output=return_output, artifact=_ref(artifact))
         return self._call("Recognize", self.recognition.Recognize, request)
 
     def recognize_features(self, model_id: str, split_point: str, features: Any, top_k: int = 5,
-                           return_output: bool = False) -> pb.RecognizeResponse:
+                           return_output: bool = False, artifact: tuple[str, str] | None = None
+                           ) -> pb.RecognizeResponse:
         """The server runs the rest of its split model on shallow features ``[N, ...]``."""
         tensor = _input(features, split_point).features.tensor
         request = pb.RecognizeFeaturesRequest(model_id=model_id, split_point=split_point, features=tensor,
-                                              top_k=top_k, return_output=return_output)
+                                              top_k=top_k, return_output=return_output, artifact=_ref(artifact))
         return self._call("RecognizeFeatures", self.recognition.RecognizeFeatures, request)
 
-    def enroll(self, model_id: str, identity: str, data: Any, split_point: str = "") -> pb.EnrollResponse:
-        request = pb.EnrollRequest(model_id=model_id, identity=identity, input=_input(data, split_point))
+    def enroll(self, model_id: str, identity: str, data: Any, split_point: str = "",
+               artifact: tuple[str, str] | None = None) -> pb.EnrollResponse:
+        request = pb.EnrollRequest(model_id=model_id, identity=identity, input=_input(data, split_point),
+                                   artifact=_ref(artifact))
         return self._call("Enroll", self.recognition.Enroll, request)
 
     def verify(self, model_id: str, identity: str, data: Any, threshold: float = 0.0,
-               split_point: str = "") -> pb.VerifyResponse:
+               split_point: str = "", artifact: tuple[str, str] | None = None) -> pb.VerifyResponse:
         request = pb.VerifyRequest(model_id=model_id, identity=identity, input=_input(data, split_point),
-                                   threshold=threshold)
+                                   threshold=threshold, artifact=_ref(artifact))
         return self._call("Verify", self.recognition.Verify, request)
 
-    def identify(self, model_id: str, data: Any, top_k: int = 5, split_point: str = "") -> pb.IdentifyResponse:
-        request = pb.IdentifyRequest(model_id=model_id, input=_input(data, split_point), top_k=top_k)
+    def identify(self, model_id: str, data: Any, top_k: int = 5, split_point: str = "",
+                 artifact: tuple[str, str] | None = None) -> pb.IdentifyResponse:
+        request = pb.IdentifyRequest(model_id=model_id, input=_input(data, split_point), top_k=top_k,
+                                     artifact=_ref(artifact))
         return self._call("Identify", self.recognition.Identify, request)
 
     def delete_identity(self, model_id: str, identity: str) -> int:
@@ -189,7 +203,8 @@ class RecognitionClient:
         request = apb.ListArtifactsRequest(model_id=model_id)
         return list(self._call("ListArtifacts", self.artifacts.ListArtifacts, request).artifacts)
 
-    def download_artifact(self, artifact_id: str, dest: str | os.PathLike, chunk_size: int = 0) -> Path:
+    def download_artifact(self, artifact_id: str, dest: str | os.PathLike, chunk_size: int = 0,
+                          version: str = "") -> Path:
         """Stream an artifact into ``dest/<artifact_id>/`` (replacing what is there) and
         return that folder. File sizes and sha256 are checked against the server's listing;
         the *signature* is checked by :func:`fetch_verified` — the listing comes from the
@@ -198,7 +213,7 @@ class RecognitionClient:
         def fetch(request, timeout, metadata):
             return list(self.artifacts.GetArtifact(request, timeout=timeout, metadata=metadata))
 
-        request = apb.GetArtifactRequest(artifact_id=artifact_id, chunk_size=chunk_size)
+        request = apb.GetArtifactRequest(artifact_id=artifact_id, chunk_size=chunk_size, version=version)
         messages = self._call("GetArtifact", fetch, request, timeout_s=max(self.timeout_s, 120.0))
         if not messages or messages[0].WhichOneof("part") != "info":
             raise IntegrityError(f"GetArtifact({artifact_id!r}) did not start with the artifact info")
@@ -237,15 +252,24 @@ class RecognitionClient:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
-    def fetch_verified(self, artifact_id: str, dest: str | os.PathLike, public_key: str | os.PathLike) -> tuple[Path, Manifest]:
+    def fetch_verified(self, artifact_id: str, dest: str | os.PathLike, public_key: str | os.PathLike | Any,
+                       version: str = "") -> tuple[Path, Manifest]:
         """Download an artifact and verify its signature against the provider's public
-        key; ``(folder, manifest)``. A folder that does not verify is deleted and
-        :class:`IntegrityError` raised: nothing unverified is left to load by mistake."""
-        from photoveil.signing import verify_artifact
+        key or pinned key set (:class:`photoveil.keyset.KeySet`); ``(folder, manifest)``. A
+        folder that does not verify is deleted and :class:`IntegrityError` raised: nothing
+        unverified is left to load by mistake."""
+        from photoveil.keyset import verify_artifact_with
 
-        folder = self.download_artifact(artifact_id, dest)
+        folder = self.download_artifact(artifact_id, dest, version=version)
         try:
-            return folder, verify_artifact(folder, public_key)
+            return folder, verify_artifact_with(folder, public_key)[0]
         except PhotoveilError:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+
+
+    def key_statements(self, since_sequence: int = 0) -> list[tuple[bytes, bytes]]:
+        """The provider's signed key statements after ``since_sequence``: ``(keys.json, bundle)``, oldest first."""
+        request = apb.GetKeySetRequest(since_sequence=since_sequence)
+        reply = self._call("GetKeySet", self.artifacts.GetKeySet, request)
+        return [(st.keys_json, st.signature) for st in sorted(reply.statements, key=lambda st: st.sequence)]

@@ -103,6 +103,8 @@ class Manifest:
         program: file name of the .pte in the folder.
         model_id: the model the program was made from (``+``-joined for MR-PMT).
         version: artifact version; photoveil_version: the exporter's version.
+        compatible_model_version: the server-side model version (``ListModels``) its uploads
+            are made for; empty: any (set by ``photoveil artifacts publish``).
         inputs / outputs: ``[{"name", "shape", "dtype", "layout"?}]`` in call order.
         entry_points: ExecuTorch methods of the program.
         layout / normalisation: memory layout and value range of image inputs.
@@ -120,6 +122,7 @@ class Manifest:
     pte_bytes: int = 0
     model_id: str = ""
     version: str = ""
+    compatible_model_version: str = ""
     photoveil_version: str = ""
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from photoveil.errors import InvalidInput
 from photoveil.paths import cache_dir
-from photoveil.server.artifacts import ArtifactStore
+from photoveil.server.artifact_versions import VersionedArtifactStore
 from photoveil.server.batching import DynamicBatcher
 from photoveil.server.config import ServerConfig
 from photoveil.server.gallery import GalleryStore, SQLiteGallery
@@ -127,10 +127,10 @@ def build_server(config: ServerConfig, host: ModelHost | None = None,
                  ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs or None,
     )
+    store = VersionedArtifactStore(config.artifacts_dir) if config.artifacts_dir else None
     recognition = RecognitionServicer(RecognitionPlane(host, gallery, batcher, config.limits.max_batch_items),
-                                      config.limits)
+                                      config.limits, artifacts=store)
     recognition_pb2_grpc.add_RecognitionServiceServicer_to_server(recognition, server)
-    store = ArtifactStore(config.artifacts_dir) if config.artifacts_dir else None
     artifacts_pb2_grpc.add_ArtifactServiceServicer_to_server(ArtifactServicer(store), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for name in ("", *SERVICE_NAMES):

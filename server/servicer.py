@@ -18,6 +18,7 @@ import torch
 
 from photoveil import wire
 from photoveil.errors import InvalidInput, NotFound
+from photoveil.server.artifact_versions import check_upload, key_statements
 from photoveil.server.artifacts import MANIFEST_ROLE, PROGRAM, SIGNATURE, ArtifactStore
 from photoveil.server.config import LimitsConfig
 from photoveil.server.model_host import FULL, HostedModel, ModelKind
@@ -31,8 +32,9 @@ FEATURE_DATATYPES = ("FP32", "FP16", "BF16", "FP64")
 
 
 class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
-    def __init__(self, plane: RecognitionPlane, limits: LimitsConfig):
+    def __init__(self, plane: RecognitionPlane, limits: LimitsConfig, artifacts: ArtifactStore | None = None):
         self.plane, self.limits = plane, limits
+        self.artifacts = artifacts  # judges the artifact version an upload names (artifact_versions)
         # Stream items wait on the batcher here, so a stream's items batch with each other.
         self._stream_pool = ThreadPoolExecutor(max_workers=STREAM_WINDOW, thread_name_prefix="stream-item")
 
@@ -98,14 +100,20 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
                 labels=m.labels, verify_threshold=m.verify_threshold))
         return pb.ListModelsResponse(models=infos)
 
-    def _recognize(self, request: pb.RecognizeRequest) -> pb.RecognizeResponse:
+    def _check_artifact(self, request, context=None) -> None:
+        check_upload(self.artifacts, lambda model_id: self.plane.host.get(model_id).version, request, context)
+
+    def _recognize(self, request: pb.RecognizeRequest, context=None) -> pb.RecognizeResponse:
+        self._check_artifact(request, context)
         return self._recognized(request, self.plane.recognize(request.model_id, request.top_k,
                                                               self._decoder(request)))
 
     def Recognize(self, request, context):
-        return self._recognize(request)
+        return self._recognize(request, context)
 
     def RecognizeFeatures(self, request, context):
+        self._check_artifact(request, context)
+
         def decode(model: HostedModel) -> Batch:
             if not request.HasField("features"):
                 raise InvalidInput("features are missing; send the shallow features tensor of the split point")
@@ -144,17 +152,20 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
             yield item.result()
 
     def Enroll(self, request, context):
+        self._check_artifact(request, context)
         e = self.plane.enroll(request.model_id, request.identity, self._decoder(request))
         return pb.EnrollResponse(model_id=e.model.model_id, model_version=e.model.version, identity=e.identity,
                                  record_ids=e.record_ids, total_for_identity=e.total_for_identity)
 
     def Verify(self, request, context):
+        self._check_artifact(request, context)
         v = self.plane.verify(request.model_id, request.identity, request.threshold, self._decoder(request))
         return pb.VerifyResponse(model_id=v.model.model_id, model_version=v.model.version,
                                  verdicts=[pb.Verdict(match=d.match, score=d.score, threshold=d.threshold)
                                            for d in v.verdicts])
 
     def Identify(self, request, context):
+        self._check_artifact(request, context)
         answer = self.plane.identify(request.model_id, request.top_k, self._decoder(request))
         return pb.IdentifyResponse(model_id=answer.model.model_id, model_version=answer.model.version,
                                    results=self._results(answer.results, False))
@@ -177,20 +188,27 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         return artifacts_pb2.ArtifactInfo(
             artifact_id=artifact.artifact_id, model_id=str(m.model_id), version=str(m.version),
             method=str(m.kind), manifest_json=artifact.manifest_json, signed=artifact.signed,
+            current=getattr(artifact, "current", True), compatible_model_version=str(m.compatible_model_version),
             files=[artifacts_pb2.ArtifactFile(name=f.name, role=_ROLES[f.role], size=f.size, sha256=f.sha256)
                    for f in artifact.files])
 
     def ListArtifacts(self, request, context):
         artifacts = self.store.list(request.model_id) if self.store else []
-        return artifacts_pb2.ListArtifactsResponse(artifacts=[self._info(a) for a in artifacts])
+        return artifacts_pb2.ListArtifactsResponse(artifacts=[self._info(a) for a in artifacts],
+                                                   generation=getattr(self.store, "generation", 0))
 
     def GetArtifact(self, request, context):
         if self.store is None:
             raise NotFound(f"unknown artifact {request.artifact_id[:80]!r}; this server publishes none")
-        artifact = self.store.get(request.artifact_id)
+        artifact = self.store.get(request.artifact_id, request.version)
         chunks = ArtifactStore.chunks(artifact, request.chunk_size)  # validates chunk_size lazily
         first = next(chunks)  # raise a bad chunk_size before anything is sent
         yield artifacts_pb2.ArtifactChunk(info=self._info(artifact))
         for f, offset, data, last in itertools.chain([first], chunks):
             yield artifacts_pb2.ArtifactChunk(chunk=artifacts_pb2.FileChunk(
                 name=f.name, role=_ROLES[f.role], offset=offset, data=data, last=last))
+
+    def GetKeySet(self, request, context):
+        return artifacts_pb2.GetKeySetResponse(statements=[
+            artifacts_pb2.KeyStatement(sequence=seq, keys_json=keys, signature=sig)
+            for seq, keys, sig in key_statements(self.store, request.since_sequence)])

@@ -15,7 +15,7 @@ import photoveil
 # Low to high; a module may import its own layer or lower ones only.
 LAYERS = (
     ("photoveil", "photoveil.errors", "photoveil.paths", "photoveil.v1", "photoveil.wire", "photoveil.artifact",
-     "photoveil.signing", "photoveil.protogen", "photoveil.imageops"),
+     "photoveil.signing", "photoveil.protogen", "photoveil.imageops", "photoveil.keyset", "photoveil.catalog"),
     ("photoveil.tfjs", "photoveil.nets"),
     ("photoveil.facemodels",),
     ("photoveil.data",),

@@ -104,3 +104,70 @@ def test_cli_sign_verify_exit_codes(tmp_path, capsys):
     (folder / "manifest.json").write_text("{}")
     assert cli(["artifacts", "verify", str(folder), "--public-key", str(tmp_path / "k.pub")]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+# -- the key set: statements signed in the same bundle format, rotation and revocation ----------
+
+def keyset_history(tmp_path, keys):
+    from photoveil.keyset import KeyHistory, KeySet
+
+    history = KeyHistory(tmp_path / "_keyset")
+    history.publish(KeySet.from_public_keys([keys[0][1]]), keys[0][0])
+    return history
+
+
+def test_key_statement_is_a_model_signing_bundle_and_chains(tmp_path, keys):
+    from photoveil.keyset import advance, verify_artifact_with
+
+    history = keyset_history(tmp_path, keys)
+    first = history.latest()
+    bundle = json.loads((history.folder / "000001" / SIGNATURE_FILE).read_text())
+    assert bundle["mediaType"].startswith("application/vnd.dev.sigstore.bundle")
+    history.publish(history.rotated(add=[keys[1][1]]), keys[0][0])           # 2: + other, signed by provider
+    history.publish(history.rotated(revoke=[first.keys[0].id[:10]]), keys[1][0])  # 3: provider revoked, by other
+    statements = [(k, s) for _, k, s in history.statements(0)]
+    learned = advance(first, statements)
+    assert learned.sequence == 3 and [k.status for k in learned.keys] == ["revoked", "active"]
+    assert advance(learned, statements) == learned  # old statements are skipped, not a rollback
+    with pytest.raises(IntegrityError, match="does not follow"):
+        advance(first, statements[2:])  # a gap: 3 cannot be checked against 1
+    # an artifact signed by the revoked key is refused under the new set, not under the old one
+    folder = make_artifact(tmp_path / "art")
+    sign_artifact(folder, keys[0][0])
+    assert verify_artifact_with(folder, first)[1] == first.keys[0].id
+    with pytest.raises(IntegrityError, match="revoked"):
+        verify_artifact_with(folder, learned)
+
+
+def test_forged_or_broken_key_statements_are_refused(tmp_path, keys):
+    from photoveil.keyset import KeySet, advance
+
+    history = keyset_history(tmp_path, keys)
+    first = history.latest()
+    nxt = history.rotated(add=[keys[1][1]])
+    with pytest.raises(InvalidInput, match="not an active key"):
+        history.publish(nxt, keys[1][0])  # a key the current set does not hold cannot introduce itself
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / "keys.json").write_text(nxt.to_json())
+    import model_signing
+
+    from photoveil.signing import _hashing_config
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=keys[1][0]) \
+        .set_hashing_config(_hashing_config()).sign(forged, forged / SIGNATURE_FILE)
+    with pytest.raises(IntegrityError, match="another key"):
+        advance(first, [((forged / "keys.json").read_bytes(), (forged / SIGNATURE_FILE).read_bytes())])
+    history.publish(nxt, keys[0][0])
+    keys_json, bundle = history.statements(1)[0][1:]
+    with pytest.raises(IntegrityError, match="does not verify"):  # edited after signing
+        advance(first, [(keys_json.replace(b'"active"', b'"revoked"', 1), bundle)])
+    revoked = KeySet(3, tuple(k if k.id != first.keys[0].id else type(k)(k.id, k.public_key, "revoked")
+                              for k in nxt.keys))
+    history.publish(revoked, keys[0][0])
+    with pytest.raises(IntegrityError, match="brings back"):
+        history.publish(KeySet(4, nxt.keys), keys[1][0])
+    with pytest.raises(IntegrityError, match="id"):
+        KeySet.from_json(json.dumps({"format": "photoveil-keyset/1", "sequence": 1, "keys": [
+            {"id": "0" * 64, "public_key": first.keys[0].public_key, "status": "active"}]}))
+    with pytest.raises(IntegrityError, match="key set"):
+        KeySet.from_json("{}")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cphotoveil/v1/artifacts.proto\x12\x0cphotoveil.v1\"`\n\x0c\x41rtifactFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.photoveil.v1.FileRole\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xa8\x01\n\x0c\x41rtifactInfo\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x15\n\rmanifest_json\x18\x05 \x01(\t\x12)\n\x05\x66iles\x18\x06 \x03(\x0b\x32\x1a.photoveil.v1.ArtifactFile\x12\x0e\n\x06signed\x18\x07 \x01(\x08\"(\n\x14ListArtifactsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"F\n\x15ListArtifactsResponse\x12-\n\tartifacts\x18\x01 \x03(\x0b\x32\x1a.photoveil.v1.ArtifactInfo\"=\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\r\"k\n\tFileChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.photoveil.v1.FileRole\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\"m\n\rArtifactChunk\x12*\n\x04info\x18\x01 \x01(\x0b\x32\x1a.photoveil.v1.ArtifactInfoH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.photoveil.v1.FileChunkH\x00\x42\x06\n\x04part*m\n\x08\x46ileRole\x12\x19\n\x15\x46ILE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46ILE_ROLE_PROGRAM\x10\x01\x12\x16\n\x12\x46ILE_ROLE_MANIFEST\x10\x02\x12\x17\n\x13\x46ILE_ROLE_SIGNATURE\x10\x03\x32\xbb\x01\n\x0f\x41rtifactService\x12X\n\rListArtifacts\x12\".photoveil.v1.ListArtifactsRequest\x1a#.photoveil.v1.ListArtifactsResponse\x12N\n\x0bGetArtifact\x12 .photoveil.v1.GetArtifactRequest\x1a\x1b.photoveil.v1.ArtifactChunk0\x01\x42#\n\x0f\x61i.photoveil.v1B\x0e\x41rtifactsProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cphotoveil/v1/artifacts.proto\x12\x0cphotoveil.v1\"`\n\x0c\x41rtifactFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.photoveil.v1.FileRole\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"\xdb\x01\n\x0c\x41rtifactInfo\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x15\n\rmanifest_json\x18\x05 \x01(\t\x12)\n\x05\x66iles\x18\x06 \x03(\x0b\x32\x1a.photoveil.v1.ArtifactFile\x12\x0e\n\x06signed\x18\x07 \x01(\x08\x12\x0f\n\x07\x63urrent\x18\x08 \x01(\x08\x12 \n\x18\x63ompatible_model_version\x18\t \x01(\t\"3\n\x0b\x41rtifactRef\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"(\n\x14ListArtifactsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"Z\n\x15ListArtifactsResponse\x12-\n\tartifacts\x18\x01 \x03(\x0b\x32\x1a.photoveil.v1.ArtifactInfo\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"N\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x12\n\nchunk_size\x18\x02 \x01(\r\x12\x0f\n\x07version\x18\x03 \x01(\t\"k\n\tFileChunk\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04role\x18\x02 \x01(\x0e\x32\x16.photoveil.v1.FileRole\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0c\n\x04last\x18\x05 \x01(\x08\"m\n\rArtifactChunk\x12*\n\x04info\x18\x01 \x01(\x0b\x32\x1a.photoveil.v1.ArtifactInfoH\x00\x12(\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x17.photoveil.v1.FileChunkH\x00\x42\x06\n\x04part\"*\n\x10GetKeySetRequest\x12\x16\n\x0esince_sequence\x18\x01 \x01(\x03\"F\n\x0cKeyStatement\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\tkeys_json\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"C\n\x11GetKeySetResponse\x12.\n\nstatements\x18\x01 \x03(\x0b\x32\x1a.photoveil.v1.KeyStatement*m\n\x08\x46ileRole\x12\x19\n\x15\x46ILE_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46ILE_ROLE_PROGRAM\x10\x01\x12\x16\n\x12\x46ILE_ROLE_MANIFEST\x10\x02\x12\x17\n\x13\x46ILE_ROLE_SIGNATURE\x10\x03\x32\x89\x02\n\x0f\x41rtifactService\x12X\n\rListArtifacts\x12\".photoveil.v1.ListArtifactsRequest\x1a#.photoveil.v1.ListArtifactsResponse\x12N\n\x0bGetArtifact\x12 .photoveil.v1.GetArtifactRequest\x1a\x1b.photoveil.v1.ArtifactChunk0\x01\x12L\n\tGetKeySet\x12\x1e.photoveil.v1.GetKeySetRequest\x1a\x1f.photoveil.v1.GetKeySetResponseB#\n\x0f\x61i.photoveil.v1B\x0e\x41rtifactsProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,22 +32,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'photoveil.v1.artifacts_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017ai.photoveil.v1B\016ArtifactsProtoP\001'
-  _globals['_FILEROLE']._serialized_start=712
-  _globals['_FILEROLE']._serialized_end=821
+  _globals['_FILEROLE']._serialized_start=1038
+  _globals['_FILEROLE']._serialized_end=1147
   _globals['_ARTIFACTFILE']._serialized_start=46
   _globals['_ARTIFACTFILE']._serialized_end=142
   _globals['_ARTIFACTINFO']._serialized_start=145
-  _globals['_ARTIFACTINFO']._serialized_end=313
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=315
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=355
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=357
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=427
-  _globals['_GETARTIFACTREQUEST']._serialized_start=429
-  _globals['_GETARTIFACTREQUEST']._serialized_end=490
-  _globals['_FILECHUNK']._serialized_start=492
-  _globals['_FILECHUNK']._serialized_end=599
-  _globals['_ARTIFACTCHUNK']._serialized_start=601
-  _globals['_ARTIFACTCHUNK']._serialized_end=710
-  _globals['_ARTIFACTSERVICE']._serialized_start=824
-  _globals['_ARTIFACTSERVICE']._serialized_end=1011
+  _globals['_ARTIFACTINFO']._serialized_end=364
+  _globals['_ARTIFACTREF']._serialized_start=366
+  _globals['_ARTIFACTREF']._serialized_end=417
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=419
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=459
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=461
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=551
+  _globals['_GETARTIFACTREQUEST']._serialized_start=553
+  _globals['_GETARTIFACTREQUEST']._serialized_end=631
+  _globals['_FILECHUNK']._serialized_start=633
+  _globals['_FILECHUNK']._serialized_end=740
+  _globals['_ARTIFACTCHUNK']._serialized_start=742
+  _globals['_ARTIFACTCHUNK']._serialized_end=851
+  _globals['_GETKEYSETREQUEST']._serialized_start=853
+  _globals['_GETKEYSETREQUEST']._serialized_end=895
+  _globals['_KEYSTATEMENT']._serialized_start=897
+  _globals['_KEYSTATEMENT']._serialized_end=967
+  _globals['_GETKEYSETRESPONSE']._serialized_start=969
+  _globals['_GETKEYSETRESPONSE']._serialized_end=1036
+  _globals['_ARTIFACTSERVICE']._serialized_start=1150
+  _globals['_ARTIFACTSERVICE']._serialized_end=1415
 # @@protoc_insertion_point(module_scope)

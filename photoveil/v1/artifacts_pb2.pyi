@@ -31,7 +31,7 @@ class ArtifactFile(_message.Message):
     def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[FileRole, str]] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class ArtifactInfo(_message.Message):
-    __slots__ = ("artifact_id", "model_id", "version", "method", "manifest_json", "files", "signed")
+    __slots__ = ("artifact_id", "model_id", "version", "method", "manifest_json", "files", "signed", "current", "compatible_model_version")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,8 @@ class ArtifactInfo(_message.Message):
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     SIGNED_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    COMPATIBLE_MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     model_id: str
     version: str
@@ -46,7 +48,17 @@ class ArtifactInfo(_message.Message):
     manifest_json: str
     files: _containers.RepeatedCompositeFieldContainer[ArtifactFile]
     signed: bool
-    def __init__(self, artifact_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., method: _Optional[str] = ..., manifest_json: _Optional[str] = ..., files: _Optional[_Iterable[_Union[ArtifactFile, _Mapping]]] = ..., signed: _Optional[bool] = ...) -> None: ...
+    current: bool
+    compatible_model_version: str
+    def __init__(self, artifact_id: _Optional[str] = ..., model_id: _Optional[str] = ..., version: _Optional[str] = ..., method: _Optional[str] = ..., manifest_json: _Optional[str] = ..., files: _Optional[_Iterable[_Union[ArtifactFile, _Mapping]]] = ..., signed: _Optional[bool] = ..., current: _Optional[bool] = ..., compatible_model_version: _Optional[str] = ...) -> None: ...
+
+class ArtifactRef(_message.Message):
+    __slots__ = ("artifact_id", "version")
+    ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    artifact_id: str
+    version: str
+    def __init__(self, artifact_id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ListArtifactsRequest(_message.Message):
     __slots__ = ("model_id",)
@@ -55,18 +67,22 @@ class ListArtifactsRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ...) -> None: ...
 
 class ListArtifactsResponse(_message.Message):
-    __slots__ = ("artifacts",)
+    __slots__ = ("artifacts", "generation")
     ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
     artifacts: _containers.RepeatedCompositeFieldContainer[ArtifactInfo]
-    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ...) -> None: ...
+    generation: int
+    def __init__(self, artifacts: _Optional[_Iterable[_Union[ArtifactInfo, _Mapping]]] = ..., generation: _Optional[int] = ...) -> None: ...
 
 class GetArtifactRequest(_message.Message):
-    __slots__ = ("artifact_id", "chunk_size")
+    __slots__ = ("artifact_id", "chunk_size", "version")
     ARTIFACT_ID_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     artifact_id: str
     chunk_size: int
-    def __init__(self, artifact_id: _Optional[str] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+    version: str
+    def __init__(self, artifact_id: _Optional[str] = ..., chunk_size: _Optional[int] = ..., version: _Optional[str] = ...) -> None: ...
 
 class FileChunk(_message.Message):
     __slots__ = ("name", "role", "offset", "data", "last")
@@ -89,3 +105,25 @@ class ArtifactChunk(_message.Message):
     info: ArtifactInfo
     chunk: FileChunk
     def __init__(self, info: _Optional[_Union[ArtifactInfo, _Mapping]] = ..., chunk: _Optional[_Union[FileChunk, _Mapping]] = ...) -> None: ...
+
+class GetKeySetRequest(_message.Message):
+    __slots__ = ("since_sequence",)
+    SINCE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    since_sequence: int
+    def __init__(self, since_sequence: _Optional[int] = ...) -> None: ...
+
+class KeyStatement(_message.Message):
+    __slots__ = ("sequence", "keys_json", "signature")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    keys_json: bytes
+    signature: bytes
+    def __init__(self, sequence: _Optional[int] = ..., keys_json: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class GetKeySetResponse(_message.Message):
+    __slots__ = ("statements",)
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    statements: _containers.RepeatedCompositeFieldContainer[KeyStatement]
+    def __init__(self, statements: _Optional[_Iterable[_Union[KeyStatement, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class ArtifactServiceStub:
                 request_serializer=photoveil_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
                 response_deserializer=photoveil_dot_v1_dot_artifacts__pb2.ArtifactChunk.FromString,
                 _registered_method=True)
+        self.GetKeySet = channel.unary_unary(
+                '/photoveil.v1.ArtifactService/GetKeySet',
+                request_serializer=photoveil_dot_v1_dot_artifacts__pb2.GetKeySetRequest.SerializeToString,
+                response_deserializer=photoveil_dot_v1_dot_artifacts__pb2.GetKeySetResponse.FromString,
+                _registered_method=True)
 
 
 class ArtifactServiceServicer:
@@ -62,6 +67,13 @@ class ArtifactServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKeySet(self, request, context):
+        """The provider's signed key statements (key rotation and revocation), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArtifactServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +86,11 @@ def add_ArtifactServiceServicer_to_server(servicer, server):
                     servicer.GetArtifact,
                     request_deserializer=photoveil_dot_v1_dot_artifacts__pb2.GetArtifactRequest.FromString,
                     response_serializer=photoveil_dot_v1_dot_artifacts__pb2.ArtifactChunk.SerializeToString,
+            ),
+            'GetKeySet': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeySet,
+                    request_deserializer=photoveil_dot_v1_dot_artifacts__pb2.GetKeySetRequest.FromString,
+                    response_serializer=photoveil_dot_v1_dot_artifacts__pb2.GetKeySetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +147,33 @@ class ArtifactService:
             '/photoveil.v1.ArtifactService/GetArtifact',
             photoveil_dot_v1_dot_artifacts__pb2.GetArtifactRequest.SerializeToString,
             photoveil_dot_v1_dot_artifacts__pb2.ArtifactChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeySet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/photoveil.v1.ArtifactService/GetKeySet',
+            photoveil_dot_v1_dot_artifacts__pb2.GetKeySetRequest.SerializeToString,
+            photoveil_dot_v1_dot_artifacts__pb2.GetKeySetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from photoveil.v1 import artifacts_pb2 as photoveil_dot_v1_dot_artifacts__pb2
 from photoveil.v1 import tensor_pb2 as photoveil_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ephotoveil/v1/recognition.proto\x12\x0cphotoveil.v1\x1a\x19photoveil/v1/tensor.proto\"\xb3\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.photoveil.v1.ModelKind\x12\x14\n\x0cinput_height\x18\x04 \x01(\x05\x12\x13\n\x0binput_width\x18\x05 \x01(\x05\x12>\n\x0csplit_points\x18\x06 \x03(\x0b\x32(.photoveil.v1.ModelInfo.SplitPointsEntry\x12\x0e\n\x06labels\x18\x07 \x03(\t\x12\x18\n\x10verify_threshold\x18\x08 \x01(\x02\x1aG\n\x10SplitPointsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.photoveil.v1.Shape:\x02\x38\x01\"\x15\n\x05Shape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.photoveil.v1.ModelInfo\"\x82\x01\n\x10RecognizeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x05input\x18\x02 \x01(\x0b\x32\x13.photoveil.v1.Input\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rreturn_output\x18\x05 \x01(\x08\"\xa3\x01\n\x18RecognizeFeaturesRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x13\n\x0bsplit_point\x18\x02 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x14.photoveil.v1.Tensor\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rreturn_output\x18\x06 \x01(\x08\"8\n\tCandidate\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05index\x18\x03 \x01(\x05\"[\n\x06Result\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.photoveil.v1.Candidate\x12$\n\x06output\x18\x02 \x01(\x0b\x32\x14.photoveil.v1.Tensor\"\x9f\x01\n\x11RecognizeResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.photoveil.v1.Result\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.photoveil.v1.ItemError\"W\n\rEnrollRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\"\n\x05input\x18\x03 \x01(\x0b\x32\x13.photoveil.v1.Input\"{\n\x0e\x45nrollResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\x12\n\nrecord_ids\x18\x04 \x03(\x03\x12\x1a\n\x12total_for_identity\x18\x05 \x01(\x03\"j\n\rVerifyRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\"\n\x05input\x18\x03 \x01(\x0b\x32\x13.photoveil.v1.Input\x12\x11\n\tthreshold\x18\x04 \x01(\x02\"b\n\x0eVerifyResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\'\n\x08verdicts\x18\x03 \x03(\x0b\x32\x15.photoveil.v1.Verdict\":\n\x07Verdict\x12\r\n\x05match\x18\x01 \x01(\x08\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\x02\"V\n\x0fIdentifyRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x05input\x18\x02 \x01(\x0b\x32\x13.photoveil.v1.Input\x12\r\n\x05top_k\x18\x03 \x01(\r\"b\n\x10IdentifyResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x07results\x18\x03 \x03(\x0b\x32\x14.photoveil.v1.Result\";\n\x15\x44\x65leteIdentityRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\")\n\x16\x44\x65leteIdentityResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03*`\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19MODEL_KIND_CLASSIFICATION\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\x9b\x05\n\x12RecognitionService\x12O\n\nListModels\x12\x1f.photoveil.v1.ListModelsRequest\x1a .photoveil.v1.ListModelsResponse\x12L\n\tRecognize\x12\x1e.photoveil.v1.RecognizeRequest\x1a\x1f.photoveil.v1.RecognizeResponse\x12\\\n\x11RecognizeFeatures\x12&.photoveil.v1.RecognizeFeaturesRequest\x1a\x1f.photoveil.v1.RecognizeResponse\x12V\n\x0fRecognizeStream\x12\x1e.photoveil.v1.RecognizeRequest\x1a\x1f.photoveil.v1.RecognizeResponse(\x01\x30\x01\x12\x43\n\x06\x45nroll\x12\x1b.photoveil.v1.EnrollRequest\x1a\x1c.photoveil.v1.EnrollResponse\x12\x43\n\x06Verify\x12\x1b.photoveil.v1.VerifyRequest\x1a\x1c.photoveil.v1.VerifyResponse\x12I\n\x08Identify\x12\x1d.photoveil.v1.IdentifyRequest\x1a\x1e.photoveil.v1.IdentifyResponse\x12[\n\x0e\x44\x65leteIdentity\x12#.photoveil.v1.DeleteIdentityRequest\x1a$.photoveil.v1.DeleteIdentityResponseB%\n\x0f\x61i.photoveil.v1B\x10RecognitionProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ephotoveil/v1/recognition.proto\x12\x0cphotoveil.v1\x1a\x1cphotoveil/v1/artifacts.proto\x1a\x19photoveil/v1/tensor.proto\"\xb3\x02\n\tModelInfo\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.photoveil.v1.ModelKind\x12\x14\n\x0cinput_height\x18\x04 \x01(\x05\x12\x13\n\x0binput_width\x18\x05 \x01(\x05\x12>\n\x0csplit_points\x18\x06 \x03(\x0b\x32(.photoveil.v1.ModelInfo.SplitPointsEntry\x12\x0e\n\x06labels\x18\x07 \x03(\t\x12\x18\n\x10verify_threshold\x18\x08 \x01(\x02\x1aG\n\x10SplitPointsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.photoveil.v1.Shape:\x02\x38\x01\"\x15\n\x05Shape\x12\x0c\n\x04\x64ims\x18\x01 \x03(\x03\"\x13\n\x11ListModelsRequest\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.photoveil.v1.ModelInfo\"\xaf\x01\n\x10RecognizeRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x05input\x18\x02 \x01(\x0b\x32\x13.photoveil.v1.Input\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x15\n\rreturn_output\x18\x05 \x01(\x08\x12+\n\x08\x61rtifact\x18\x06 \x01(\x0b\x32\x19.photoveil.v1.ArtifactRef\"\xd0\x01\n\x18RecognizeFeaturesRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x13\n\x0bsplit_point\x18\x02 \x01(\t\x12&\n\x08\x66\x65\x61tures\x18\x03 \x01(\x0b\x32\x14.photoveil.v1.Tensor\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x15\n\rreturn_output\x18\x06 \x01(\x08\x12+\n\x08\x61rtifact\x18\x07 \x01(\x0b\x32\x19.photoveil.v1.ArtifactRef\"8\n\tCandidate\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05index\x18\x03 \x01(\x05\"[\n\x06Result\x12+\n\ncandidates\x18\x01 \x03(\x0b\x32\x17.photoveil.v1.Candidate\x12$\n\x06output\x18\x02 \x01(\x0b\x32\x14.photoveil.v1.Tensor\"\x9f\x01\n\x11RecognizeResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12%\n\x07results\x18\x04 \x03(\x0b\x32\x14.photoveil.v1.Result\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.photoveil.v1.ItemError\"\x84\x01\n\rEnrollRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\"\n\x05input\x18\x03 \x01(\x0b\x32\x13.photoveil.v1.Input\x12+\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32\x19.photoveil.v1.ArtifactRef\"{\n\x0e\x45nrollResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08identity\x18\x03 \x01(\t\x12\x12\n\nrecord_ids\x18\x04 \x03(\x03\x12\x1a\n\x12total_for_identity\x18\x05 \x01(\x03\"\x97\x01\n\rVerifyRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\x12\"\n\x05input\x18\x03 \x01(\x0b\x32\x13.photoveil.v1.Input\x12\x11\n\tthreshold\x18\x04 \x01(\x02\x12+\n\x08\x61rtifact\x18\x05 \x01(\x0b\x32\x19.photoveil.v1.ArtifactRef\"b\n\x0eVerifyResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\'\n\x08verdicts\x18\x03 \x03(\x0b\x32\x15.photoveil.v1.Verdict\":\n\x07Verdict\x12\r\n\x05match\x18\x01 \x01(\x08\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\tthreshold\x18\x03 \x01(\x02\"\x83\x01\n\x0fIdentifyRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\"\n\x05input\x18\x02 \x01(\x0b\x32\x13.photoveil.v1.Input\x12\r\n\x05top_k\x18\x03 \x01(\r\x12+\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32\x19.photoveil.v1.ArtifactRef\"b\n\x10IdentifyResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12%\n\x07results\x18\x03 \x03(\x0b\x32\x14.photoveil.v1.Result\";\n\x15\x44\x65leteIdentityRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08identity\x18\x02 \x01(\t\")\n\x16\x44\x65leteIdentityResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03*`\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19MODEL_KIND_CLASSIFICATION\x10\x01\x12\x18\n\x14MODEL_KIND_EMBEDDING\x10\x02\x32\x9b\x05\n\x12RecognitionService\x12O\n\nListModels\x12\x1f.photoveil.v1.ListModelsRequest\x1a .photoveil.v1.ListModelsResponse\x12L\n\tRecognize\x12\x1e.photoveil.v1.RecognizeRequest\x1a\x1f.photoveil.v1.RecognizeResponse\x12\\\n\x11RecognizeFeatures\x12&.photoveil.v1.RecognizeFeaturesRequest\x1a\x1f.photoveil.v1.RecognizeResponse\x12V\n\x0fRecognizeStream\x12\x1e.photoveil.v1.RecognizeRequest\x1a\x1f.photoveil.v1.RecognizeResponse(\x01\x30\x01\x12\x43\n\x06\x45nroll\x12\x1b.photoveil.v1.EnrollRequest\x1a\x1c.photoveil.v1.EnrollResponse\x12\x43\n\x06Verify\x12\x1b.photoveil.v1.VerifyRequest\x1a\x1c.photoveil.v1.VerifyResponse\x12I\n\x08Identify\x12\x1d.photoveil.v1.IdentifyRequest\x1a\x1e.photoveil.v1.IdentifyResponse\x12[\n\x0e\x44\x65leteIdentity\x12#.photoveil.v1.DeleteIdentityRequest\x1a$.photoveil.v1.DeleteIdentityResponseB%\n\x0f\x61i.photoveil.v1B\x10RecognitionProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +36,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\017ai.photoveil.v1B\020RecognitionProtoP\001'
   _globals['_MODELINFO_SPLITPOINTSENTRY']._loaded_options = None
   _globals['_MODELINFO_SPLITPOINTSENTRY']._serialized_options = b'8\001'
-  _globals['_MODELKIND']._serialized_start=1878
-  _globals['_MODELKIND']._serialized_end=1974
-  _globals['_MODELINFO']._serialized_start=76
-  _globals['_MODELINFO']._serialized_end=383
-  _globals['_MODELINFO_SPLITPOINTSENTRY']._serialized_start=312
-  _globals['_MODELINFO_SPLITPOINTSENTRY']._serialized_end=383
-  _globals['_SHAPE']._serialized_start=385
-  _globals['_SHAPE']._serialized_end=406
-  _globals['_LISTMODELSREQUEST']._serialized_start=408
-  _globals['_LISTMODELSREQUEST']._serialized_end=427
-  _globals['_LISTMODELSRESPONSE']._serialized_start=429
-  _globals['_LISTMODELSRESPONSE']._serialized_end=490
-  _globals['_RECOGNIZEREQUEST']._serialized_start=493
-  _globals['_RECOGNIZEREQUEST']._serialized_end=623
-  _globals['_RECOGNIZEFEATURESREQUEST']._serialized_start=626
-  _globals['_RECOGNIZEFEATURESREQUEST']._serialized_end=789
-  _globals['_CANDIDATE']._serialized_start=791
-  _globals['_CANDIDATE']._serialized_end=847
-  _globals['_RESULT']._serialized_start=849
-  _globals['_RESULT']._serialized_end=940
-  _globals['_RECOGNIZERESPONSE']._serialized_start=943
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1102
-  _globals['_ENROLLREQUEST']._serialized_start=1104
-  _globals['_ENROLLREQUEST']._serialized_end=1191
-  _globals['_ENROLLRESPONSE']._serialized_start=1193
-  _globals['_ENROLLRESPONSE']._serialized_end=1316
-  _globals['_VERIFYREQUEST']._serialized_start=1318
-  _globals['_VERIFYREQUEST']._serialized_end=1424
-  _globals['_VERIFYRESPONSE']._serialized_start=1426
-  _globals['_VERIFYRESPONSE']._serialized_end=1524
-  _globals['_VERDICT']._serialized_start=1526
-  _globals['_VERDICT']._serialized_end=1584
-  _globals['_IDENTIFYREQUEST']._serialized_start=1586
-  _globals['_IDENTIFYREQUEST']._serialized_end=1672
-  _globals['_IDENTIFYRESPONSE']._serialized_start=1674
-  _globals['_IDENTIFYRESPONSE']._serialized_end=1772
-  _globals['_DELETEIDENTITYREQUEST']._serialized_start=1774
-  _globals['_DELETEIDENTITYREQUEST']._serialized_end=1833
-  _globals['_DELETEIDENTITYRESPONSE']._serialized_start=1835
-  _globals['_DELETEIDENTITYRESPONSE']._serialized_end=1876
-  _globals['_RECOGNITIONSERVICE']._serialized_start=1977
-  _globals['_RECOGNITIONSERVICE']._serialized_end=2644
+  _globals['_MODELKIND']._serialized_start=2136
+  _globals['_MODELKIND']._serialized_end=2232
+  _globals['_MODELINFO']._serialized_start=106
+  _globals['_MODELINFO']._serialized_end=413
+  _globals['_MODELINFO_SPLITPOINTSENTRY']._serialized_start=342
+  _globals['_MODELINFO_SPLITPOINTSENTRY']._serialized_end=413
+  _globals['_SHAPE']._serialized_start=415
+  _globals['_SHAPE']._serialized_end=436
+  _globals['_LISTMODELSREQUEST']._serialized_start=438
+  _globals['_LISTMODELSREQUEST']._serialized_end=457
+  _globals['_LISTMODELSRESPONSE']._serialized_start=459
+  _globals['_LISTMODELSRESPONSE']._serialized_end=520
+  _globals['_RECOGNIZEREQUEST']._serialized_start=523
+  _globals['_RECOGNIZEREQUEST']._serialized_end=698
+  _globals['_RECOGNIZEFEATURESREQUEST']._serialized_start=701
+  _globals['_RECOGNIZEFEATURESREQUEST']._serialized_end=909
+  _globals['_CANDIDATE']._serialized_start=911
+  _globals['_CANDIDATE']._serialized_end=967
+  _globals['_RESULT']._serialized_start=969
+  _globals['_RESULT']._serialized_end=1060
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1063
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1222
+  _globals['_ENROLLREQUEST']._serialized_start=1225
+  _globals['_ENROLLREQUEST']._serialized_end=1357
+  _globals['_ENROLLRESPONSE']._serialized_start=1359
+  _globals['_ENROLLRESPONSE']._serialized_end=1482
+  _globals['_VERIFYREQUEST']._serialized_start=1485
+  _globals['_VERIFYREQUEST']._serialized_end=1636
+  _globals['_VERIFYRESPONSE']._serialized_start=1638
+  _globals['_VERIFYRESPONSE']._serialized_end=1736
+  _globals['_VERDICT']._serialized_start=1738
+  _globals['_VERDICT']._serialized_end=1796
+  _globals['_IDENTIFYREQUEST']._serialized_start=1799
+  _globals['_IDENTIFYREQUEST']._serialized_end=1930
+  _globals['_IDENTIFYRESPONSE']._serialized_start=1932
+  _globals['_IDENTIFYRESPONSE']._serialized_end=2030
+  _globals['_DELETEIDENTITYREQUEST']._serialized_start=2032
+  _globals['_DELETEIDENTITYREQUEST']._serialized_end=2091
+  _globals['_DELETEIDENTITYRESPONSE']._serialized_start=2093
+  _globals['_DELETEIDENTITYRESPONSE']._serialized_end=2134
+  _globals['_RECOGNITIONSERVICE']._serialized_start=2235
+  _globals['_RECOGNITIONSERVICE']._serialized_end=2902
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from photoveil.v1 import artifacts_pb2 as _artifacts_pb2
 from photoveil.v1 import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -61,34 +62,38 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
 
 class RecognizeRequest(_message.Message):
-    __slots__ = ("model_id", "input", "top_k", "request_id", "return_output")
+    __slots__ = ("model_id", "input", "top_k", "request_id", "return_output", "artifact")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RETURN_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: _tensor_pb2.Input
     top_k: int
     request_id: str
     return_output: bool
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., top_k: _Optional[int] = ..., request_id: _Optional[str] = ..., return_output: _Optional[bool] = ...) -> None: ...
+    artifact: _artifacts_pb2.ArtifactRef
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., top_k: _Optional[int] = ..., request_id: _Optional[str] = ..., return_output: _Optional[bool] = ..., artifact: _Optional[_Union[_artifacts_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class RecognizeFeaturesRequest(_message.Message):
-    __slots__ = ("model_id", "split_point", "features", "top_k", "request_id", "return_output")
+    __slots__ = ("model_id", "split_point", "features", "top_k", "request_id", "return_output", "artifact")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SPLIT_POINT_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RETURN_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     split_point: str
     features: _tensor_pb2.Tensor
     top_k: int
     request_id: str
     return_output: bool
-    def __init__(self, model_id: _Optional[str] = ..., split_point: _Optional[str] = ..., features: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., top_k: _Optional[int] = ..., request_id: _Optional[str] = ..., return_output: _Optional[bool] = ...) -> None: ...
+    artifact: _artifacts_pb2.ArtifactRef
+    def __init__(self, model_id: _Optional[str] = ..., split_point: _Optional[str] = ..., features: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., top_k: _Optional[int] = ..., request_id: _Optional[str] = ..., return_output: _Optional[bool] = ..., artifact: _Optional[_Union[_artifacts_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("label", "score", "index")
@@ -123,14 +128,16 @@ class RecognizeResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., request_id: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., error: _Optional[_Union[_tensor_pb2.ItemError, _Mapping]] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("model_id", "identity", "input")
+    __slots__ = ("model_id", "identity", "input", "artifact")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     identity: str
     input: _tensor_pb2.Input
-    def __init__(self, model_id: _Optional[str] = ..., identity: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ...) -> None: ...
+    artifact: _artifacts_pb2.ArtifactRef
+    def __init__(self, model_id: _Optional[str] = ..., identity: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., artifact: _Optional[_Union[_artifacts_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("model_id", "model_version", "identity", "record_ids", "total_for_identity")
@@ -147,16 +154,18 @@ class EnrollResponse(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., identity: _Optional[str] = ..., record_ids: _Optional[_Iterable[int]] = ..., total_for_identity: _Optional[int] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("model_id", "identity", "input", "threshold")
+    __slots__ = ("model_id", "identity", "input", "threshold", "artifact")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     identity: str
     input: _tensor_pb2.Input
     threshold: float
-    def __init__(self, model_id: _Optional[str] = ..., identity: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., threshold: _Optional[float] = ...) -> None: ...
+    artifact: _artifacts_pb2.ArtifactRef
+    def __init__(self, model_id: _Optional[str] = ..., identity: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., threshold: _Optional[float] = ..., artifact: _Optional[_Union[_artifacts_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
     __slots__ = ("model_id", "model_version", "verdicts")
@@ -179,14 +188,16 @@ class Verdict(_message.Message):
     def __init__(self, match: _Optional[bool] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ...) -> None: ...
 
 class IdentifyRequest(_message.Message):
-    __slots__ = ("model_id", "input", "top_k")
+    __slots__ = ("model_id", "input", "top_k", "artifact")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     input: _tensor_pb2.Input
     top_k: int
-    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    artifact: _artifacts_pb2.ArtifactRef
+    def __init__(self, model_id: _Optional[str] = ..., input: _Optional[_Union[_tensor_pb2.Input, _Mapping]] = ..., top_k: _Optional[int] = ..., artifact: _Optional[_Union[_artifacts_pb2.ArtifactRef, _Mapping]] = ...) -> None: ...
 
 class IdentifyResponse(_message.Message):
     __slots__ = ("model_id", "model_version", "results")
