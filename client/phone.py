@@ -25,9 +25,19 @@ import torch
 from photoveil import wire
 from photoveil.artifact import KINDS, Manifest
 from photoveil.client.transport import RecognitionClient
-from photoveil.errors import InvalidInput
+from photoveil.errors import IntegrityError, InvalidInput
 
 UPLOAD_MODES = ("image", "features")
+
+
+def check_file_name(name: str, artifact_id: str) -> str:
+    """A file name a server sends must be one plain name inside the artifact folder."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or os.path.isabs(name) or len(name) > 255):
+        raise IntegrityError(f"artifact {artifact_id!r}: the server named a file {name[:80]!r}; an artifact file "
+                             "is one plain name (no '', '.', '..', separators or absolute paths); nothing was "
+                             "installed")
+    return name
 
 
 @dataclass
@@ -92,7 +102,15 @@ class Phone:
         unless it verifies. ``overrides`` go to the protector (``seed``, ``steps`` ...)."""
         from photoveil.client.runtime import PteShallow, load_protector
 
-        folder, manifest = self.rpc.fetch_verified(artifact_id, self.workdir, self.public_key)
+        for info in self.rpc.list_artifacts():
+            if info.artifact_id == artifact_id:
+                for f in info.files:
+                    check_file_name(f.name, artifact_id)
+        try:
+            folder, manifest = self.rpc.fetch_verified(artifact_id, self.workdir, self.public_key)
+        except OSError as exc:  # a name that slipped past the listing (GetArtifact told another story)
+            raise IntegrityError(f"artifact {artifact_id!r} could not be stored as sent ({type(exc).__name__}: "
+                                 f"{exc}); nothing was installed") from None
         t0 = time.perf_counter()
         if manifest.kind == "shallow":
             runner = PteShallow(folder)
