@@ -24,8 +24,8 @@ import torch
 
 from photoveil import wire
 from photoveil.artifact import KINDS, Manifest
-from photoveil.client.transport import RecognitionClient
-from photoveil.errors import InvalidInput
+from photoveil.client.transport import RecognitionClient, check_file_name
+from photoveil.errors import IntegrityError, InvalidInput
 
 UPLOAD_MODES = ("image", "features")
 
@@ -107,7 +107,15 @@ class Phone:
         """Download, verify (signature + hashes) and load an artifact (``version``: "" for the
         current one); nothing is loaded unless it verifies with the pinned key set.
         ``overrides`` go to the protector (``seed``, ``steps`` ...)."""
-        folder, manifest = self.rpc.fetch_verified(artifact_id, self.workdir, self.keys, version=version)
+        for info in self.rpc.list_artifacts():
+            if info.artifact_id == artifact_id:
+                for f in info.files:
+                    check_file_name(f.name, artifact_id)
+        try:
+            folder, manifest = self.rpc.fetch_verified(artifact_id, self.workdir, self.keys, version=version)
+        except OSError as exc:  # a name that slipped past the listing (GetArtifact told another story)
+            raise IntegrityError(f"artifact {artifact_id!r} could not be stored as sent ({type(exc).__name__}: "
+                                 f"{exc}); nothing was installed") from None
         return self._load(artifact_id, folder, manifest, overrides)
 
     def _load(self, artifact_id: str, folder: Path, manifest: Manifest, overrides: dict[str, Any]) -> Installed:

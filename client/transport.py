@@ -94,6 +94,16 @@ def _ref(artifact: tuple[str, str] | None) -> apb.ArtifactRef | None:
     return apb.ArtifactRef(artifact_id=artifact[0], version=artifact[1]) if artifact else None
 
 
+def check_file_name(name: str, artifact_id: str) -> str:
+    """A file name a server sends must be one plain name inside the artifact folder."""
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or os.path.isabs(name) or len(name) > 255):
+        raise IntegrityError(f"artifact {artifact_id!r}: the server named a file {name[:80]!r}; an artifact file "
+                             "is one plain name (no '', '.', '..', separators or absolute paths); nothing was "
+                             "installed")
+    return name
+
+
 class RecognitionClient:
     """Recognition, gallery and artifact calls over one channel.
 
@@ -218,7 +228,7 @@ class RecognitionClient:
         if not messages or messages[0].WhichOneof("part") != "info":
             raise IntegrityError(f"GetArtifact({artifact_id!r}) did not start with the artifact info")
         info = messages[0].info
-        expected = {f.name: f for f in info.files}
+        expected = {check_file_name(f.name, artifact_id): f for f in info.files}
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", dir=dest))

@@ -32,8 +32,9 @@ __all__ = ["SIGNATURE_FILE", "keygen", "sign_artifact", "verify_artifact"]
 def _hashing_config():
     import model_signing
 
-    # the bundle lives inside the folder it signs, so it must not hash itself
-    return model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=True)
+    # The bundle lives inside the folder it signs, so it must not hash itself; nothing else
+    # is ignored (not even .gitignore & co.): every file the server serves is covered.
+    return model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
 
 
 def keygen(prefix: str | os.PathLike, password: str | None = None, overwrite: bool = False) -> tuple[Path, Path]:

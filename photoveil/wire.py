@@ -40,7 +40,7 @@ DATATYPES: dict[str, np.dtype] = {
 FLOAT_DATATYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
 MAX_RANK = 8
 DEFAULT_MAX_BYTES = 64 << 20
-DEFAULT_MAX_PIXELS = 40_000_000  # a 40 MP photo; larger encoded images are refused
+DEFAULT_MAX_PIXELS = 16_000_000  # a 16 MP photo (4000x4000); larger encoded images are refused
 
 
 class TooLarge(InvalidInput):
@@ -194,9 +194,21 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+# EXIF orientations that swap width and height (transpose, rotate 90/270, transverse)
+_SWAPS_AXES = (5, 6, 7, 8)
+_RESIZABLE_MODES = ("L", "LA", "RGB", "RGBA", "RGBX")
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_bytes: int | None = DEFAULT_MAX_BYTES) -> "torch.Tensor":
-    """Decode one JPEG/PNG to float32 [3,H,W] RGB in [0,1] (EXIF orientation applied)."""
+                 max_bytes: int | None = DEFAULT_MAX_BYTES, size: tuple[int, int] | None = None) -> "torch.Tensor":
+    """Decode one JPEG/PNG to float32 [3,H,W] RGB in [0,1] (EXIF orientation applied).
+
+    ``size`` = (H, W): the image is brought to that size while it is still 8-bit (a
+    JPEG is decoded at a reduced DCT scale, ``draft``; a PNG is ``reduce``d by an integer
+    factor, then resampled with an antialiased bilinear filter), so memory stays near
+    one 8-bit copy of the image and only the final small tensor is float32. The pixel
+    budget is checked from the header, before anything is decoded.
+    """
     import torch
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -214,7 +226,18 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
                 raise TooLarge(f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels}")
             if w == 0 or h == 0:
                 raise InvalidInput(f"image is {w}x{h}; it has no pixels")
-            img.load()
+            if size is not None:
+                swapped = img.getexif().get(0x0112, 1) in _SWAPS_AXES  # resize before rotating
+                target = (size[0], size[1]) if swapped else (size[1], size[0])  # PIL sizes are (W, H)
+                if fmt == "JPEG":
+                    img.draft("RGB", target)  # DCT-domain downscale: never below target
+                img.load()
+                if img.mode not in _RESIZABLE_MODES:
+                    img = img.convert("RGB")
+                if img.size != target:
+                    img = img.resize(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            else:
+                img.load()
             img = ImageOps.exif_transpose(img).convert("RGB")
             array = np.asarray(img, dtype=np.uint8).copy()
     except InvalidInput:

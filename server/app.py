@@ -1,13 +1,16 @@
 """Assemble and run the server: ``build_server(config, host=None) -> (server, port)``, ``serve(config)``.
 
 Shutdown order (``PhotoveilServer.stop``): health flips to NOT_SERVING, new calls are
-refused while in-flight calls get ``grace`` seconds, then the batcher drains and the
+refused while in-flight calls get ``grace`` seconds (waited for at most ``STOP_MARGIN_S``
+more), the handler pool stops, then the batcher drains, the stream pool stops and the
 gallery closes (WAL checkpointed).
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from concurrent import futures
@@ -23,7 +26,8 @@ from photoveil.server.artifact_versions import VersionedArtifactStore
 from photoveil.server.batching import DynamicBatcher
 from photoveil.server.config import ServerConfig
 from photoveil.server.gallery import GalleryStore, SQLiteGallery
-from photoveil.server.interceptors import AuthInterceptor, ErrorInterceptor, RateLimitInterceptor
+from photoveil.server.interceptors import (AuthInterceptor, ConcurrencyInterceptor, ErrorInterceptor,
+                                          RateLimitInterceptor)
 from photoveil.server.model_host import BatchKey, ModelHost
 from photoveil.server.recognition import RecognitionPlane
 from photoveil.server.servicer import ArtifactServicer, RecognitionServicer
@@ -31,6 +35,7 @@ from photoveil.server.tiny_models import tiny_model
 from photoveil.v1 import artifacts_pb2, artifacts_pb2_grpc, recognition_pb2, recognition_pb2_grpc
 
 log = logging.getLogger("photoveil.server")
+STOP_MARGIN_S = 3.0  # shutdown: how long past grace_s to wait for gRPC before closing the rest
 SERVICE_NAMES = (
     recognition_pb2.DESCRIPTOR.services_by_name["RecognitionService"].full_name,
     artifacts_pb2.DESCRIPTOR.services_by_name["ArtifactService"].full_name,
@@ -66,10 +71,11 @@ class PhotoveilServer:
 
     def __init__(self, grpc_server: grpc.Server, health_servicer: health.HealthServicer,
                  recognition: RecognitionServicer, batcher: DynamicBatcher[BatchKey] | None, gallery: GalleryStore,
-                 host: ModelHost, grace_s: float, drain_s: float = 0.0):
+                 host: ModelHost, grace_s: float, drain_s: float = 0.0,
+                 handler_pool: futures.ThreadPoolExecutor | None = None):
         self.grpc_server, self.health, self.recognition = grpc_server, health_servicer, recognition
         self.batcher, self.gallery, self.host, self.grace_s = batcher, gallery, host, grace_s
-        self.drain_s = drain_s
+        self.drain_s, self.handler_pool = drain_s, handler_pool
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
 
@@ -89,7 +95,11 @@ class PhotoveilServer:
             self.health.enter_graceful_shutdown()
             if self.drain_s:  # let load balancers see NOT_SERVING before calls are refused
                 time.sleep(self.drain_s)
-            self.grpc_server.stop(grace).wait()
+            # Bounded: every handler watches its call, but a stuck one must not hold the process.
+            if not self.grpc_server.stop(grace).wait(grace + STOP_MARGIN_S):
+                log.warning("calls still running %.1f s after the grace period; closing anyway", STOP_MARGIN_S)
+            if self.handler_pool is not None:  # gRPC leaves its handler threads to us
+                self.handler_pool.shutdown(wait=False, cancel_futures=True)
             if self.batcher is not None:
                 self.batcher.close()
             self.recognition.close()
@@ -114,20 +124,24 @@ def build_server(config: ServerConfig, host: ModelHost | None = None,
     interceptors: list[grpc.ServerInterceptor] = [ErrorInterceptor()]
     tokens = config.auth.tokens()
     if tokens:
-        interceptors.append(AuthInterceptor(tokens))
+        interceptors.append(AuthInterceptor(tokens, config.limits.auth_failures_per_s,
+                                            config.limits.auth_failure_burst))
     elif not config.bind.startswith(("127.0.0.1:", "[::1]:", "localhost:")):
         log.warning("no auth.token_env configured and binding %s: anyone who reaches it can call", config.bind)
+    if config.limits.max_concurrent_rpcs:  # here, not gRPC's own limit: health and reflection stay exempt
+        interceptors.append(ConcurrencyInterceptor(config.limits.max_concurrent_rpcs))
     if config.limits.rate_per_s > 0:
-        interceptors.append(RateLimitInterceptor(config.limits.rate_per_s, config.limits.burst))
+        interceptors.append(RateLimitInterceptor(config.limits.rate_per_s, config.limits.burst, by_token=bool(tokens)))
     limit = config.limits.max_message_bytes
+    handler_pool = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="grpc"),
+        handler_pool,
         interceptors=interceptors,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                  ("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs or None,
     )
-    store = VersionedArtifactStore(config.artifacts_dir) if config.artifacts_dir else None
+    store = (VersionedArtifactStore(config.artifacts_dir, config.limits.max_message_bytes, config.artifacts_public_key)
+             if config.artifacts_dir else None)
     recognition = RecognitionServicer(RecognitionPlane(host, gallery, batcher, config.limits.max_batch_items),
                                       config.limits, artifacts=store)
     recognition_pb2_grpc.add_RecognitionServiceServicer_to_server(recognition, server)
@@ -145,11 +159,24 @@ def build_server(config: ServerConfig, host: ModelHost | None = None,
         gallery.close()
         raise InvalidInput(f"cannot bind {config.bind}: {exc}") from None
     return PhotoveilServer(server, health_servicer, recognition, batcher, gallery, host, config.grace_s,
-                           config.drain_s), port
+                           config.drain_s, handler_pool), port
+
+
+def _return_large_frees_to_os() -> None:
+    """glibc raises its mmap threshold after big frees, so decoded images would stay in the
+    heap after their call; a fixed 1 MiB threshold hands them back (no-op elsewhere)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def serve(config: ServerConfig, host: ModelHost | None = None) -> int:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    _return_large_frees_to_os()
     server, port = build_server(config, host)
     server.start()
     log.info("photoveil server on %s (port %d, %s, models: %s)", config.bind, port,
@@ -166,4 +193,15 @@ def serve(config: ServerConfig, host: ModelHost | None = None) -> int:
     while not requested.wait(0.5):
         pass
     server.stop()
+    deadline, stuck = time.monotonic() + STOP_MARGIN_S, []
+    for t in threading.enumerate():
+        if not t.daemon and t is not threading.current_thread():
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                stuck.append(t.name)
+    if stuck:  # the gallery is closed: leave without waiting for them at interpreter exit
+        log.warning("exiting with %d threads still running (%s)", len(stuck), ", ".join(sorted(set(stuck))[:5]))
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0

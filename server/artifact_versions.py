@@ -59,8 +59,8 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 class VersionedArtifactStore(ArtifactStore):
     """:class:`ArtifactStore` over a catalog of versions; thread-safe."""
 
-    def __init__(self, root: str | Path):
-        super().__init__(root)
+    def __init__(self, root: str | Path, max_message_bytes: int | None = None, public_key: str | Path = ""):
+        super().__init__(root, max_message_bytes, public_key)
         self._state_lock = threading.Lock()
         self._catalog_stamp: object = object()
         self._catalog = Catalog()

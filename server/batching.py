@@ -9,6 +9,11 @@ key is any hashable value (the server's is
 :class:`~photoveil.server.model_host.BatchKey`). Output rows are split back per request
 and each request's future is resolved. If a batched call fails, its requests are re-run
 one by one so one bad request cannot fail its neighbours.
+
+Fairness: a request may carry a ``tag`` (the server passes one per call); a batch takes
+its rows round-robin over the tags waiting for that key, so a call with one item is not
+queued behind the whole window of a large stream. :class:`FairExecutor` does the same
+for work waiting on threads (the server's RecognizeStream items).
 """
 from __future__ import annotations
 
@@ -28,7 +33,12 @@ K = TypeVar("K", bound=Hashable)
 class _Pending:
     items: torch.Tensor
     future: Future
+    tag: Hashable = None
     enqueued: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self):
+        if self.tag is None:  # untagged requests are each their own caller
+            self.tag = ("request", id(self))
 
 
 @dataclass
@@ -66,25 +76,33 @@ class DynamicBatcher(Generic[K]):
 
     # -- public ---------------------------------------------------------------------
 
-    def submit(self, key: K, items: torch.Tensor) -> Future:
-        """Queue ``items`` [n, ...] (n >= 1); the future resolves to this request's output rows."""
+    def submit(self, key: K, items: torch.Tensor, tag: Hashable = None) -> Future:
+        """Queue ``items`` [n, ...] (n >= 1); the future resolves to this request's output rows.
+        Requests with the same ``tag`` (one call) share one turn of the round-robin."""
         if items.dim() == 0 or items.shape[0] < 1:
             raise ValueError(f"items must be [n, ...] with n >= 1, got shape {list(items.shape)}")
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise BatcherClosed("the server is shutting down")
-            self._queues.setdefault(key, deque()).append(_Pending(items, future))
+            self._queues.setdefault(key, deque()).append(_Pending(items, future, tag))
             self._cond.notify_all()
         return future
 
     def close(self, timeout: float | None = 5.0) -> None:
-        """Finish queued requests, then stop the dispatcher."""
+        """Finish queued requests, then stop the dispatcher; what is still queued after
+        ``timeout`` fails with :class:`BatcherClosed` (no caller waits forever)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         for t in self._threads:
             t.join(timeout)
+        with self._cond:
+            left = [p for queue in self._queues.values() for p in queue]
+            self._queues.clear()
+        for pending in left:
+            if pending.future.set_running_or_notify_cancel():
+                pending.future.set_exception(BatcherClosed("the server stopped before this request ran"))
 
     # -- dispatcher -----------------------------------------------------------------
 
@@ -100,11 +118,23 @@ class DynamicBatcher(Generic[K]):
         return None, wait if wait is not None else 1.0
 
     def _take(self, key: K) -> list[_Pending]:
-        queue, taken, rows = self._queues[key], [], 0
-        while queue and (not taken or rows + queue[0].items.shape[0] <= self.max_batch_size):
-            pending = queue.popleft()
-            taken.append(pending)
-            rows += pending.items.shape[0]
+        """Up to ``max_batch_size`` rows of ``key``, one request per tag in turn (oldest first within a tag)."""
+        by_tag: OrderedDict[Hashable, deque[_Pending]] = OrderedDict()
+        for pending in self._queues[key]:
+            by_tag.setdefault(pending.tag, deque()).append(pending)
+        taken, rows, full = [], 0, False
+        while by_tag and not full:
+            for tag in list(by_tag):
+                pending = by_tag[tag][0]
+                if taken and rows + pending.items.shape[0] > self.max_batch_size:
+                    full = True
+                    break
+                taken.append(by_tag[tag].popleft())
+                rows += pending.items.shape[0]
+                if not by_tag[tag]:
+                    del by_tag[tag]
+        chosen = set(map(id, taken))
+        queue = self._queues[key] = deque(p for p in self._queues[key] if id(p) not in chosen)
         if queue:
             self._queues.move_to_end(key)  # fairness: other keys go first next time
         else:
@@ -169,3 +199,61 @@ class DynamicBatcher(Generic[K]):
             return
         for pending, rows in zip(batch, torch.split(out, [p.items.shape[0] for p in batch])):
             pending.future.set_result(rows)
+
+
+class FairExecutor:
+    """A thread pool whose queue is round-robin over tags (one per call): each free worker
+    takes the next job of the tag whose turn it is, so a call with one job waits for at
+    most one job of each other call, not for their whole backlog. Daemon threads, so a
+    job stuck in user code cannot hold the process at exit."""
+
+    def __init__(self, workers: int, name: str = "fair"):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._queues: OrderedDict[Hashable, deque[tuple[Callable, tuple, Future]]] = OrderedDict()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def submit(self, tag: Hashable, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the server is shutting down")
+            self._queues.setdefault(tag, deque()).append((fn, args, future))
+            self._cond.notify()
+        return future
+
+    def shutdown(self, timeout: float | None = 5.0) -> None:
+        """Cancel queued jobs; running ones finish (waited for up to ``timeout`` s)."""
+        with self._cond:
+            self._closed = True
+            left = [job for queue in self._queues.values() for job in queue]
+            self._queues.clear()
+            self._cond.notify_all()
+        for _, _, future in left:
+            future.cancel()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queues and not self._closed:
+                    self._cond.wait()
+                if not self._queues:
+                    return
+                tag, queue = next(iter(self._queues.items()))
+                fn, args, future = queue.popleft()
+                if queue:
+                    self._queues.move_to_end(tag)  # its next job waits for the other tags' turns
+                else:
+                    del self._queues[tag]
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - delivered to the caller
+                    future.set_exception(exc)

@@ -89,17 +89,24 @@ class TlsConfig:
 @dataclass
 class LimitsConfig:
     max_message_bytes: int = 16 << 20   # gRPC receive/send limit (-> RESOURCE_EXHAUSTED)
-    max_image_pixels: int = 40_000_000  # decoded encoded-image size
+    max_image_pixels: int = 16_000_000  # decoded encoded-image size (a 4000x4000 photo), checked from the header
+    max_concurrent_decodes: int = 2     # JPEG/PNG decodes at once: peak decode memory ~ this x 4 B x max_image_pixels
     max_batch_items: int = 64           # images/feature rows per request
-    rate_per_s: float = 0.0             # token bucket per caller; 0: off
+    rate_per_s: float = 0.0             # token bucket per principal (token, else peer host), per stream item; 0: off
     burst: float = 50.0
-    max_concurrent_rpcs: int = 0        # 0: unbounded (gRPC answers RESOURCE_EXHAUSTED beyond)
+    max_concurrent_rpcs: int = 0        # 0: unbounded (RESOURCE_EXHAUSTED beyond); health/reflection exempt
+    auth_failures_per_s: float = 1.0    # failed authentications per peer host (token bucket); then refused
+    auth_failure_burst: float = 20.0
 
     def __post_init__(self):
         if not 1024 <= self.max_message_bytes <= 1 << 30:
             raise InvalidInput(f"limits.max_message_bytes must be in 1024..{1 << 30}")
         if self.max_image_pixels < 1 or self.max_batch_items < 1:
             raise InvalidInput("limits.max_image_pixels and limits.max_batch_items must be >= 1")
+        if not 1 <= self.max_concurrent_decodes <= 256:
+            raise InvalidInput(f"limits.max_concurrent_decodes must be in 1..256, got {self.max_concurrent_decodes}")
+        if self.auth_failures_per_s <= 0 or self.auth_failure_burst < 1:
+            raise InvalidInput("limits.auth_failures_per_s > 0 and limits.auth_failure_burst >= 1")
         if self.rate_per_s < 0 or self.burst < 1 or self.max_concurrent_rpcs < 0:
             raise InvalidInput("limits.rate_per_s >= 0, limits.burst >= 1, limits.max_concurrent_rpcs >= 0")
 
@@ -112,6 +119,7 @@ class ServerConfig:
     gallery_path: str = ""              # default: <cache>/gallery.sqlite3; ":memory:" for tests
     gallery_synchronous: str = "FULL"   # SQLite synchronous: FULL survives power loss too
     artifacts_dir: str = ""             # empty: ArtifactService lists nothing
+    artifacts_public_key: str = ""      # provider's PEM public key: ArtifactInfo.signed = the signature verifies
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -125,6 +133,9 @@ class ServerConfig:
             raise InvalidInput(f"bind {self.bind!r} must be HOST:PORT (e.g. 127.0.0.1:50051, [::]:50051)")
         if not 1 <= self.workers <= 1024:
             raise InvalidInput(f"workers must be in 1..1024, got {self.workers}")
+        if self.limits.max_concurrent_rpcs >= self.workers:
+            raise InvalidInput(f"limits.max_concurrent_rpcs ({self.limits.max_concurrent_rpcs}) must be below workers "
+                               f"({self.workers}): health checks need a free handler thread")
         if not 0 <= self.grace_s <= 600 or not 0 <= self.drain_s <= 600:
             raise InvalidInput(f"grace_s and drain_s must be in 0..600, got {self.grace_s}, {self.drain_s}")
         ids = [m.id for m in self.models]
@@ -173,6 +184,7 @@ def config_from_dict(data: dict, base_dir: str | Path | None = None) -> ServerCo
 
         config.gallery_path = resolve(config.gallery_path)
         config.artifacts_dir = resolve(config.artifacts_dir)
+        config.artifacts_public_key = resolve(config.artifacts_public_key)
         for tls_field in ("cert", "key", "client_ca"):
             setattr(config.tls, tls_field, resolve(getattr(config.tls, tls_field)))
     return config

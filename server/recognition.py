@@ -14,7 +14,7 @@ gets the same error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Hashable
 
 import numpy as np
 import torch
@@ -120,23 +120,24 @@ class RecognitionPlane:
                                f"model: {', '.join(embedding) or 'none hosted'}")
         return model
 
-    def run(self, model: HostedModel, batch: Batch) -> torch.Tensor:
-        """The model's output rows for ``batch``; waits for its place in a batched forward pass."""
+    def run(self, model: HostedModel, batch: Batch, tag: Hashable = None) -> torch.Tensor:
+        """The model's output rows for ``batch``; waits for its place in a batched forward pass
+        (``tag``: the call it belongs to, for the batcher's round-robin)."""
         n = batch.items.shape[0]
         if n > self.max_batch_items:
             raise wire.TooLarge(f"{n} items in one request; the limit is {self.max_batch_items}")
         key = BatchKey(model.model_id, batch.stage, tuple(batch.items.shape[1:]))
         if self.batcher is None:  # batching off: run in the caller's thread
             return self.host.run(key, batch.items)
-        return self.batcher.submit(key, batch.items).result()
+        return self.batcher.submit(key, batch.items, tag).result()
 
     # -- calls ------------------------------------------------------------------------
 
-    def recognize(self, model_id: str, top_k: int, decode: Decode) -> Recognition:
+    def recognize(self, model_id: str, top_k: int, decode: Decode, tag: Hashable = None) -> Recognition:
         """Top-k classes (classification) or gallery identities (embedding) per item."""
         k = top_k_of(top_k)
         model = self.host.get(model_id)
-        return Recognition(model, self._answers(model, self.run(model, decode(model)), k))
+        return Recognition(model, self._answers(model, self.run(model, decode(model), tag), k))
 
     def identify(self, model_id: str, top_k: int, decode: Decode) -> Recognition:
         """Top-k gallery identities per item; embedding models only."""

@@ -11,23 +11,26 @@ import itertools
 import logging
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 
 import torch
 
 from photoveil import wire
-from photoveil.errors import InvalidInput, NotFound
+from photoveil.errors import InvalidInput, NotFound, PhotoveilError
 from photoveil.server.artifact_versions import check_upload, key_statements
 from photoveil.server.artifacts import MANIFEST_ROLE, PROGRAM, SIGNATURE, ArtifactStore
+from photoveil.server.batching import FairExecutor
 from photoveil.server.config import LimitsConfig
 from photoveil.server.model_host import FULL, HostedModel, ModelKind
 from photoveil.server.recognition import Batch, Decode, Recognition, RecognitionPlane, Result, feature_batch
-from photoveil.server.status import status_for
+from photoveil.server.status import Overloaded, status_for
 from photoveil.v1 import artifacts_pb2, artifacts_pb2_grpc, recognition_pb2 as pb, recognition_pb2_grpc, tensor_pb2
 
 log = logging.getLogger("photoveil.server")
 STREAM_WINDOW = 64  # stream items in flight per RecognizeStream call
+POLL_S = 0.1        # how often a stream's threads look whether their call has ended
+DECODE_WAIT_S = 10.0  # longest wait for a decode slot before RESOURCE_EXHAUSTED
 FEATURE_DATATYPES = ("FP32", "FP16", "BF16", "FP64")
 
 
@@ -35,11 +38,15 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
     def __init__(self, plane: RecognitionPlane, limits: LimitsConfig, artifacts: ArtifactStore | None = None):
         self.plane, self.limits = plane, limits
         self.artifacts = artifacts  # judges the artifact version an upload names (artifact_versions)
-        # Stream items wait on the batcher here, so a stream's items batch with each other.
-        self._stream_pool = ThreadPoolExecutor(max_workers=STREAM_WINDOW, thread_name_prefix="stream-item")
+        # Stream items wait on the batcher here, so a stream's items batch with each other;
+        # round-robin over calls, so a small stream is not queued behind a large one's window.
+        self._stream_pool = FairExecutor(STREAM_WINDOW, name="stream-item")
+        # Decoding holds a full-size 8-bit image: this caps how many exist at once.
+        self._decodes = threading.BoundedSemaphore(limits.max_concurrent_decodes)
 
     def close(self) -> None:
-        self._stream_pool.shutdown(wait=True, cancel_futures=False)
+        """Stop the stream pool: items not started are cancelled, running ones finish (the batcher is closed)."""
+        self._stream_pool.shutdown()
 
     # -- request messages -> domain ---------------------------------------------------
 
@@ -56,14 +63,22 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
     def _input(self, inp: pb.Input | None, model: HostedModel) -> Batch:
         kind = inp.WhichOneof("kind") if inp is not None else None
         if kind == "encoded_image":
-            image = wire.decode_image(inp.encoded_image, max_pixels=self.limits.max_image_pixels,
-                                      max_bytes=self.limits.max_message_bytes)
-            return Batch(FULL, wire.resize(image.unsqueeze(0), model.input_size))
+            return Batch(FULL, self._decode_image(inp.encoded_image, model.input_size).unsqueeze(0))
         if kind == "tensor":
             return Batch(FULL, wire.image_batch(self._tensor(inp.tensor), size=model.input_size))
         if kind == "features":
             return self._features(model, inp.features.split_point, inp.features.tensor)
         raise InvalidInput("input is empty; set one of encoded_image (JPEG/PNG), tensor or features")
+
+    def _decode_image(self, data: bytes, size: tuple[int, int]) -> torch.Tensor:
+        if not self._decodes.acquire(timeout=DECODE_WAIT_S):
+            raise Overloaded(f"all {self.limits.max_concurrent_decodes} image decode slots stayed busy for "
+                             f"{DECODE_WAIT_S:g} s; retry later with backoff")
+        try:
+            return wire.decode_image(data, max_pixels=self.limits.max_image_pixels,
+                                     max_bytes=self.limits.max_message_bytes, size=size)
+        finally:
+            self._decodes.release()
 
     def _decoder(self, request) -> Decode:
         """The plane's ``decode(model)`` for a request with an ``input`` field."""
@@ -103,13 +118,13 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
     def _check_artifact(self, request, context=None) -> None:
         check_upload(self.artifacts, lambda model_id: self.plane.host.get(model_id).version, request, context)
 
-    def _recognize(self, request: pb.RecognizeRequest, context=None) -> pb.RecognizeResponse:
+    def _recognize(self, request: pb.RecognizeRequest, tag: object = None, context=None) -> pb.RecognizeResponse:
         self._check_artifact(request, context)
         return self._recognized(request, self.plane.recognize(request.model_id, request.top_k,
-                                                              self._decoder(request)))
+                                                              self._decoder(request), tag))
 
     def Recognize(self, request, context):
-        return self._recognize(request, context)
+        return self._recognize(request, context=context)
 
     def RecognizeFeatures(self, request, context):
         self._check_artifact(request, context)
@@ -122,34 +137,81 @@ class RecognitionServicer(recognition_pb2_grpc.RecognitionServiceServicer):
         return self._recognized(request, self.plane.recognize(request.model_id, request.top_k, decode))
 
     def RecognizeStream(self, request_iterator, context):
-        """Items are submitted as they arrive (so they batch with each other) and answered in order."""
+        """Items are submitted as they arrive (so they batch with each other) and answered in order.
+
+        A reader thread feeds the bounded window; both it and this generator stop once the
+        call has ended (finished, cancelled, past its deadline, aborted, server stopping):
+        no wait here is unbounded, so nothing outlives its call.
+        """
         pending: queue.Queue = queue.Queue(maxsize=STREAM_WINDOW)
-        done = object()
+        ended = threading.Event()
+        context.add_callback(ended.set)
+        done, failure = object(), []
+        tag = ("stream", id(ended))  # this call, for the fair pool and the batcher
 
         def finish(request: pb.RecognizeRequest) -> pb.RecognizeResponse:
             try:
-                return self._recognize(request)
+                return self._recognize(request, tag)
             except Exception as exc:  # noqa: BLE001 - one bad item must not end the stream
                 code, message = status_for(exc, "/photoveil.v1.RecognitionService/RecognizeStream")
                 return pb.RecognizeResponse(model_id=request.model_id, request_id=request.request_id,
                                             error=tensor_pb2.ItemError(code=code.value[0], message=message))
 
+        def offer(item) -> bool:
+            while not ended.is_set():
+                try:
+                    pending.put(item, timeout=POLL_S)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def read():
             try:
                 for request in request_iterator:
                     # Validation and batching run in the pool; the bounded queue is the window.
-                    pending.put(self._stream_pool.submit(finish, request))
-            except Exception as exc:  # noqa: BLE001 - client went away: stop reading
+                    future = self._stream_pool.submit(tag, finish, request)
+                    if not offer(future):
+                        future.cancel()
+                        return
+            except PhotoveilError as exc:  # rate limit, undecodable item: the call ends with its status
+                failure.append(exc)
+            except Exception as exc:  # noqa: BLE001 - client went away / call ended: stop reading
                 log.debug("RecognizeStream reader stopped: %s", exc)
             finally:
-                pending.put(done)
+                offer(done)
 
         threading.Thread(target=read, name="recognize-stream-reader", daemon=True).start()
-        while True:
-            item = pending.get()
-            if item is done:
-                return
-            yield item.result()
+        try:
+            while True:
+                try:
+                    item = pending.get(timeout=POLL_S)
+                except queue.Empty:
+                    if ended.is_set():
+                        return
+                    continue
+                if item is done:
+                    if failure:
+                        raise failure[0]
+                    return
+                while not ended.is_set():
+                    try:
+                        answer = item.result(timeout=POLL_S)
+                        break
+                    except FutureTimeout:
+                        continue
+                else:
+                    return
+                yield answer
+        finally:
+            ended.set()  # the reader stops; what it queued is dropped
+            while True:
+                try:
+                    item = pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not done:
+                    item.cancel()
 
     def Enroll(self, request, context):
         self._check_artifact(request, context)
@@ -201,7 +263,7 @@ class ArtifactServicer(artifacts_pb2_grpc.ArtifactServiceServicer):
         if self.store is None:
             raise NotFound(f"unknown artifact {request.artifact_id[:80]!r}; this server publishes none")
         artifact = self.store.get(request.artifact_id, request.version)
-        chunks = ArtifactStore.chunks(artifact, request.chunk_size)  # validates chunk_size lazily
+        chunks = self.store.chunks(artifact, request.chunk_size)  # validates chunk_size lazily
         first = next(chunks)  # raise a bad chunk_size before anything is sent
         yield artifacts_pb2.ArtifactChunk(info=self._info(artifact))
         for f, offset, data, last in itertools.chain([first], chunks):

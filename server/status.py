@@ -25,10 +25,15 @@ class RateLimited(PhotoveilError):
     """Over the configured request rate (-> RESOURCE_EXHAUSTED)."""
 
 
+class Overloaded(PhotoveilError):
+    """A bounded server resource (decode slots, concurrent calls) is busy (-> RESOURCE_EXHAUSTED)."""
+
+
 # Most specific first: TooLarge is an InvalidInput, ModelsMissing a NotFound.
 _TABLE: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),

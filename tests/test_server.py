@@ -176,7 +176,8 @@ def test_list_and_get_artifacts(artifacts, artifacts_dir):
     listed = {a.artifact_id: a for a in artifacts.ListArtifacts(artifacts_pb2.ListArtifactsRequest()).artifacts}
     assert set(listed) == {"tiny-embed-block1", "gen"}
     info = listed["tiny-embed-block1"]
-    assert info.signed and info.model_id == "tiny-embed" and info.method == "pmt" and not listed["gen"].signed
+    # a '{"bundle": "x"}' model.sig is served but is no signature: signed means it verifies
+    assert not info.signed and info.model_id == "tiny-embed" and info.method == "pmt" and not listed["gen"].signed
     assert [f.role for f in info.files] == [artifacts_pb2.FILE_ROLE_PROGRAM, artifacts_pb2.FILE_ROLE_MANIFEST,
                                             artifacts_pb2.FILE_ROLE_SIGNATURE]
     only = artifacts.ListArtifacts(artifacts_pb2.ListArtifactsRequest(model_id="other")).artifacts
@@ -378,8 +379,9 @@ def test_rate_limit():
                 codes.append(exc.code())
                 assert "rate limit" in exc.details()
         assert codes[:5] == [Code.OK] * 5 and Code.RESOURCE_EXHAUSTED in codes[5:]
-        # another caller (different token) has its own bucket
-        assert stub.ListModels(pb.ListModelsRequest(), metadata=[("authorization", "Bearer other")]).models
+        # auth is off: a made-up authorization header does not buy a fresh bucket (keyed on the peer)
+        assert code_of(stub.ListModels, pb.ListModelsRequest(),
+                       metadata=[("authorization", "Bearer other")])[0] == Code.RESOURCE_EXHAUSTED
 
 
 def test_token_bucket_refills():

@@ -243,3 +243,141 @@ def test_1000_malformed_requests_get_precise_statuses(fuzz_server, case):
 def test_server_healthy_after_fuzz(fuzz_server):
     assert CASES[0] >= 1000 or CASES[0] == 0  # 0: the fuzz test was deselected
     _assert_healthy_and_unchanged(fuzz_server)
+
+
+# -- issue 18: undecodable bytes, abusive streams, and a bounded soak ----------------------------
+
+RAW_METHODS = ("Recognize", "RecognizeFeatures", "Enroll", "Verify", "Identify", "DeleteIdentity", "ListModels")
+REQUEST_TYPES = {"Recognize": pb.RecognizeRequest, "RecognizeFeatures": pb.RecognizeFeaturesRequest,
+                 "Enroll": pb.EnrollRequest, "Verify": pb.VerifyRequest, "Identify": pb.IdentifyRequest,
+                 "DeleteIdentity": pb.DeleteIdentityRequest, "ListModels": pb.ListModelsRequest}
+
+
+def _parses(cls, data: bytes) -> bool:
+    try:
+        cls.FromString(data)
+        return True
+    except Exception:  # noqa: BLE001 - DecodeError
+        return False
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(RAW_METHODS), data=st.binary(min_size=1, max_size=64))
+def test_random_bytes_never_answer_internal(fuzz_server, method, data):
+    """Any bytes as a request: undecodable ones are INVALID_ARGUMENT, never INTERNAL."""
+    srv, channel, stub = fuzz_server
+    call = channel.unary_unary(f"/photoveil.v1.RecognitionService/{method}",
+                               request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    try:
+        call(data, timeout=10)
+        code = C.OK
+    except grpc.RpcError as exc:
+        code = exc.code()
+    assert code != C.INTERNAL, (method, data)
+    if not _parses(REQUEST_TYPES[method], data):
+        assert code == C.INVALID_ARGUMENT, (method, data, code)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(good=st.integers(0, 80), garbage=st.binary(min_size=1, max_size=16))
+def test_streams_with_garbage_items_end_invalid_argument_and_leak_nothing(fuzz_server, good, garbage):
+    import threading
+    import time
+
+    srv, channel, stub = fuzz_server
+    item = pb.RecognizeRequest(model_id="tiny-cls", input=GOOD).SerializeToString()
+    call = channel.stream_stream("/photoveil.v1.RecognitionService/RecognizeStream",
+                                 request_serializer=lambda b: b, response_deserializer=pb.RecognizeResponse.FromString)
+    try:
+        replies = list(call(iter([item] * good + [garbage] + [item] * 5), timeout=20))
+        assert _parses(pb.RecognizeRequest, garbage) and len(replies) == good + 6
+    except grpc.RpcError as exc:
+        assert not _parses(pb.RecognizeRequest, garbage) and exc.code() == C.INVALID_ARGUMENT, exc.details()
+    deadline = time.monotonic() + 5
+    while any(t.name == "recognize-stream-reader" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(t.name == "recognize-stream-reader" for t in threading.enumerate())
+
+
+SOAK_S = float(__import__("os").environ.get("PHOTOVEIL_SOAK_S", "150"))
+
+
+@pytest.mark.slow
+def test_soak_load_bombs_streams_aborts_then_sigterm_exits_0_in_bound(tmp_path):
+    """``PHOTOVEIL_SOAK_S`` (default 150) seconds of unary load, decompression bombs, fuzz
+    bytes and streams aborted every way against ``photoveil serve``; then SIGTERM must exit
+    0 within drain + grace (+ the 6 s of margins), the gallery checkpointed, no INTERNAL."""
+    import os
+    import random
+    import signal
+    import threading
+    import time
+
+    from test_server_hardening import GARBAGE, hammer_streams, start_serve, tool
+
+    grace, drain = 3.0, 0.5
+    proc, target = start_serve(tmp_path, {
+        "bind": "127.0.0.1:0", "gallery_path": "gallery.sqlite3", "grace_s": grace, "drain_s": drain,
+        "torch_threads": 1, "models": [{"id": "tiny-cls", "source": "tiny"}, {"id": "tiny-embed", "source": "tiny"}],
+        "limits": {"max_image_pixels": 40_000_000}})
+    bomb_rss = tool("bomb_rss")
+    baseline = bomb_rss.status_kb(proc.pid)["VmHWM"]
+    bomb = bomb_rss.zero_png(6000)
+    stop, codes, lock = threading.Event(), {}, threading.Lock()
+
+    def count(kind, code):
+        with lock:
+            codes[(kind, code)] = codes.get((kind, code), 0) + 1
+
+    def load():
+        ch = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)])
+        s = recognition_pb2_grpc.RecognitionServiceStub(ch)
+        raw = ch.unary_unary("/photoveil.v1.RecognitionService/Recognize", request_serializer=lambda b: b,
+                             response_deserializer=lambda b: b)
+        rng = random.Random(os.getpid())
+        i = 0
+        while not stop.is_set():
+            i += 1
+            kind = rng.choice(["recognize", "enroll", "fuzz", "bomb"] if i % 10 == 0 else ["recognize", "fuzz"])
+            try:
+                if kind == "recognize":
+                    s.Recognize(pb.RecognizeRequest(model_id="tiny-cls", input=GOOD), timeout=30)
+                elif kind == "enroll":
+                    s.Enroll(pb.EnrollRequest(model_id="tiny-embed", identity=f"p{i % 7}", input=GOOD), timeout=30)
+                elif kind == "bomb":
+                    s.Recognize(pb.RecognizeRequest(model_id="tiny-cls", input=Input(encoded_image=bomb)), timeout=60)
+                else:
+                    raw(rng.choice([GARBAGE, rng.randbytes(rng.randint(1, 40))]), timeout=10)
+                count(kind, "OK")
+            except grpc.RpcError as exc:
+                count(kind, exc.code().name)
+        ch.close()
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    streams = threading.Thread(target=hammer_streams, args=(target, SOAK_S + 30, stop), daemon=True)
+    for t in [*workers, streams]:
+        t.start()
+    time.sleep(SOAK_S)
+    peak_mb = (bomb_rss.status_kb(proc.pid)["VmHWM"] - baseline) / 1024
+    with lock:
+        served = dict(codes)  # what was answered before the signal (after it: UNAVAILABLE, by design)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)  # load, bombs and streams still running
+    try:
+        exit_code = proc.wait(drain + grace + 20)
+    finally:
+        took = time.monotonic() - t0
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "server.log").read_text()
+    print(f"soak {SOAK_S:.0f} s: exit {exit_code} after {took:.1f} s, peak RSS +{peak_mb:.0f} MB, "
+          f"calls before SIGTERM {served}")
+    assert exit_code == 0, log[-3000:]
+    assert took < drain + grace + 6.0, f"exit took {took:.1f} s"
+    assert not any(code == "INTERNAL" for _, code in codes), codes
+    assert not any(code == "UNAVAILABLE" for _, code in served), served
+    assert served.get(("recognize", "OK"), 0) > 100 and served.get(("bomb", "OK"), 0) >= 1, served
+    assert peak_mb < 1000, f"peak RSS grew by {peak_mb:.0f} MB"
+    wal = tmp_path / "gallery.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -78,7 +78,7 @@ def server(provider):
     host = tiny_host()
     host.register("face", RECOGNIZER, kind=ModelKind.EMBEDDING, input_size=INPUT,
                   splits={"block1": (RECOGNIZER.block1, RECOGNIZER.rest)})
-    with local_server(host=host, artifacts_dir=str(provider[0])) as (srv, target):
+    with local_server(host=host, artifacts_dir=str(provider[0]), artifacts_public_key=str(provider[1])) as (srv, target):
         yield target
 
 
