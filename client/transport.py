@@ -5,6 +5,14 @@ connection refused, a shed request) are retried with exponential backoff and jit
 to ``retries`` times. Other statuses are raised at once as :class:`RpcFailed`, which
 keeps the gRPC code and the server's message.
 
+Several replicas: give ``target`` as a list (or comma list) of ``IP:PORT`` addresses.
+The channel then balances with gRPC's own ``round_robin`` policy over all of them, watches
+each one's ``grpc.health.v1`` status (a replica that is shutting down or unreachable gets
+no new calls) and, through the service config's ``retryPolicy``, retries a call that
+failed with ``UNAVAILABLE`` on another replica inside the same call; the backoff loop
+above comes on top for longer outages. A single ``HOST:PORT`` (a DNS name may resolve to
+several replicas) gets the same service config.
+
 Example::
 
     >>> with RecognitionClient("127.0.0.1:50051", token=os.environ["PHOTOVEIL_TOKEN"]) as c:
@@ -14,6 +22,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import json
 import os
 import random
 import shutil
@@ -68,6 +78,45 @@ class RetryPolicy:
             delay = min(delay * self.multiplier, self.max_backoff_s)
 
 
+BALANCED_SERVICES = ("photoveil.v1.RecognitionService", "photoveil.v1.ArtifactService")
+GRPC_MAX_ATTEMPTS = 5  # gRPC caps retryPolicy.maxAttempts at 5
+
+
+def channel_target(target: str | list[str] | tuple[str, ...]) -> str:
+    """One gRPC target for one or several replica addresses (``IP:PORT``; IPv6 as ``[::1]:PORT``)."""
+    addresses = [a.strip() for a in (target.split(",") if isinstance(target, str) else target) if a.strip()]
+    if not addresses:
+        raise InvalidInput("target: give HOST:PORT, or several IP:PORT replica addresses")
+    if len(addresses) == 1:
+        return addresses[0]
+    families = set()
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(port)
+        except ValueError:
+            raise InvalidInput(f"replica address {address!r} must be IP:PORT (several replicas are balanced over "
+                               "literal addresses; put a DNS name with several records in a single target)") from None
+        families.add(ip.version)
+    if len(families) > 1:
+        raise InvalidInput(f"replica addresses {addresses} mix IPv4 and IPv6; use one family")
+    return f"ipv{families.pop()}:" + ",".join(addresses)
+
+
+def service_config(retry: "RetryPolicy") -> str:
+    """round_robin over every address, client-side health checks, transparent retries of UNAVAILABLE."""
+    policy = {"maxAttempts": min(GRPC_MAX_ATTEMPTS, retry.retries + 1),
+              "initialBackoff": f"{retry.initial_backoff_s}s", "maxBackoff": f"{retry.max_backoff_s}s",
+              "backoffMultiplier": retry.multiplier, "retryableStatusCodes": ["UNAVAILABLE"]}
+    config = {"loadBalancingConfig": [{"round_robin": {}}],
+              "healthCheckConfig": {"serviceName": ""},
+              "methodConfig": [{"name": [{"service": s} for s in BALANCED_SERVICES],
+                                **({"retryPolicy": policy} if policy["maxAttempts"] > 1 else {})}]}
+    return json.dumps(config)
+
+
 def _input(data: Any, split_point: str = "") -> tensor_pb2.Input:
     """bytes -> encoded image; a torch tensor / numpy array -> tensor, or features if
     ``split_point`` is set."""
@@ -108,7 +157,7 @@ class RecognitionClient:
     """Recognition, gallery and artifact calls over one channel.
 
     Args:
-        target: ``HOST:PORT``.
+        target: ``HOST:PORT``, or several replicas' ``IP:PORT`` (a list or a comma list).
         token: bearer token sent as ``authorization: Bearer ...`` (the server's auth).
         root_certificates: PEM bytes of the CA that signed the server's certificate; set
             to use TLS. Without it the channel is plaintext (loopback / tests).
@@ -117,13 +166,16 @@ class RecognitionClient:
         max_message_bytes: the channel's send/receive limit.
     """
 
-    def __init__(self, target: str, token: str | None = None, root_certificates: bytes | None = None,
+    def __init__(self, target: str | list[str], token: str | None = None, root_certificates: bytes | None = None,
                  timeout_s: float = 30.0, retry: RetryPolicy | None = None,
                  max_message_bytes: int = 16 << 20, server_name: str | None = None):
         if timeout_s <= 0:
             raise InvalidInput(f"timeout_s must be > 0, got {timeout_s}")
+        retry = retry or RetryPolicy()
+        target = channel_target(target)
         options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+                   ("grpc.max_send_message_length", max_message_bytes),
+                   ("grpc.service_config", service_config(retry)), ("grpc.enable_retries", 1)]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if root_certificates is not None:
@@ -131,7 +183,7 @@ class RecognitionClient:
             self.channel = grpc.secure_channel(target, creds, options=options)
         else:
             self.channel = grpc.insecure_channel(target, options=options)
-        self.target, self.timeout_s, self.retry = target, float(timeout_s), retry or RetryPolicy()
+        self.target, self.timeout_s, self.retry = target, float(timeout_s), retry
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.recognition = recognition_pb2_grpc.RecognitionServiceStub(self.channel)
         self.artifacts = artifacts_pb2_grpc.ArtifactServiceStub(self.channel)

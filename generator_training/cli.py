@@ -60,6 +60,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, help="authorized model: zoo arch or face-model name")
     p.add_argument("--aux", default=None, help="auxiliary (adversary stand-in) model; omit for no-aux")
     p.add_argument("--num-nodes", type=int, default=1, help="Lightning num_nodes [1]")
+    p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps (-1: epochs decide) [-1]")
+    p.add_argument("--no-test", action="store_true", help="skip the test-split figures (smoke and DDP checks)")
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -130,8 +132,15 @@ def cmd_train(args) -> int:
     aux = None if args.aux in (None, "", "none") else args.aux
     cfg = _config(args, args.target, aux)
     _check_archs([n for n in (args.target, aux) if n], cfg.task)
+    if args.max_steps == 0 or args.max_steps < -1:
+        from photoveil.errors import InvalidInput
+
+        raise InvalidInput(f"--max-steps must be >= 1 or -1 (no limit), got {args.max_steps}")
     result = train(cfg, args.out, accelerator=args.accelerator, devices=_devices(args.devices),
-                   strategy=args.strategy, num_nodes=args.num_nodes, progress=not args.no_progress)
+                   strategy=args.strategy, num_nodes=args.num_nodes, progress=not args.no_progress,
+                   max_steps=args.max_steps, evaluate=not args.no_test)
+    if result.generator_path is None:  # a DDP rank other than 0: rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(result.metrics, indent=2))
     else:

@@ -7,6 +7,7 @@ Run folder layout (``out_dir``)::
     generator.pt                       compact generator (photoveil.nets.save_generator) with
                                        the config, test figures and measured throughput
     result.json                        the same figures as JSON
+    ranks/rank-N.json                  per process: world size, strategy, batches it trained
 
 The paper selects the epoch with the lowest validation loss; so does ``best.ckpt``.
 Running again on the same folder resumes from ``last.ckpt`` (Lightning ``ckpt_path``);
@@ -73,6 +74,23 @@ class Throughput(Callback):
         return self.images / self.seconds if self.seconds > 0 else None
 
 
+class RankReport(Callback):
+    """Each process writes ``ranks/rank-<global rank>.json`` (world size, batches it trained) when
+    training ends: the record that every DDP rank took part (tests, multi-node runs)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.batches = out / "ranks", 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        report = {"rank": trainer.global_rank, "world_size": trainer.world_size, "train_batches": self.batches,
+                  "strategy": type(trainer.strategy).__name__}
+        (self.out / f"rank-{trainer.global_rank}.json").write_text(json.dumps(report))
+
+
 @dataclass
 class TrainResult:
     out_dir: Path
@@ -131,7 +149,7 @@ def train(config: GeneratorTrainConfig, out_dir, *, target=None, aux=None, datam
     trainer = L.Trainer(
         max_epochs=config.epochs, max_steps=max_steps, accelerator=accelerator, devices=devices,
         strategy=strategy, num_nodes=num_nodes, precision=resolve_precision(config.precision, accelerator),
-        logger=loggers, callbacks=[best_cb, speed], default_root_dir=out, enable_progress_bar=progress,
+        logger=loggers, callbacks=[best_cb, speed, RankReport(out)], default_root_dir=out, enable_progress_bar=progress,
         enable_model_summary=False, log_every_n_steps=10, limit_val_batches=limit_val_batches,
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)

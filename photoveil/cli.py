@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "photoveil.client.protect_cli",
     "photoveil.zoo.cli",
     "photoveil.server.cli",
+    "photoveil.server.gallery_cli",
     "photoveil.generator_training.cli",
     "photoveil.evaluation.cli",
     "photoveil.export.cli",

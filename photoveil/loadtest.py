@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 MODEL_SOURCES = ("zoo", "tiny", "registry")
@@ -48,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-half-load", dest="half_load", action="store_false",
                    help="skip the open-loop run at half of peak throughput")
     p.add_argument("--server-threads", type=int, default=0, help="torch threads in the server (0: default)")
+    p.add_argument("--replicas", type=int, default=0,
+                   help="instead: N servers sharing --gallery-url, enrolments through a round-robin client, "
+                        "one replica SIGKILLed mid-load; checks no acknowledged enrolment is lost")
+    p.add_argument("--gallery-url", default="", help="postgresql://... database for --replicas")
+    p.add_argument("--kill-after-s", type=float, default=3.0, help="--replicas: kill replica 0 this far into a run")
+    p.add_argument("--repeat", type=int, default=1, help="--replicas: runs, each with fresh servers [1]")
     p.add_argument("--json", action="store_true", help="print one JSON record per line")
     p.add_argument("--out", help="folder for loadtest.json and loadtest.md")
     p.set_defaults(func=main)
@@ -60,18 +67,14 @@ def _percentile(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
 
 
-class Server:
-    """``photoveil serve`` in a child process on a free loopback port."""
+class ServeProcess:
+    """``photoveil serve`` with ``config`` (a dict; bind it to 127.0.0.1:0) in a child process."""
 
-    def __init__(self, source: str, name: str, batching: bool, max_batch_size: int, max_wait_ms: float,
-                 torch_threads: int, workdir: Path):
-        config = {"bind": "127.0.0.1:0", "gallery_path": ":memory:", "workers": 128, "grace_s": 5.0,
-                  "torch_threads": torch_threads, "models": [{"id": name, "source": source, "name": name}],
-                  "batching": {"enabled": batching, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms}}
-        path = workdir / f"serve-{'on' if batching else 'off'}.json"
+    def __init__(self, config: dict, workdir: Path, name: str = "serve"):
+        path = workdir / f"{name}.json"
         path.write_text(json.dumps(config))
-        self.log = workdir / f"serve-{'on' if batching else 'off'}.log"  # a file: a full pipe would block it
-        with self.log.open("w") as err:
+        self.log = workdir / f"{name}.log"  # a file: a full pipe would block the server
+        with self.log.open("a") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "photoveil.cli", "serve", "--config", str(path)],
                                          stdout=subprocess.PIPE, stderr=err, text=True)
         deadline = time.monotonic() + 120
@@ -93,6 +96,11 @@ class Server:
 
         wait_serving(self.target, timeout=60)
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -101,6 +109,17 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class Server(ServeProcess):
+    """The load test's server: one model, batching on or off, an in-memory gallery."""
+
+    def __init__(self, source: str, name: str, batching: bool, max_batch_size: int, max_wait_ms: float,
+                 torch_threads: int, workdir: Path):
+        config = {"bind": "127.0.0.1:0", "gallery_path": ":memory:", "workers": 128, "grace_s": 5.0,
+                  "torch_threads": torch_threads, "models": [{"id": name, "source": source, "name": name}],
+                  "batching": {"enabled": batching, "max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms}}
+        super().__init__(config, workdir, f"serve-{'on' if batching else 'off'}")
 
 
 def _request(model: str, payload: str, size: int):
@@ -261,6 +280,105 @@ def run_loadtest(model: str = "zoo:vgg13_bn", clients: list[int] = (32,), batchi
     return records
 
 
+REPLICA_MODEL = "tiny-embed"
+
+
+def run_replica_kill(gallery_url: str, replicas: int = 2, clients: int = 32, seconds: float = 8.0,
+                     kill_after_s: float = 3.0, repeat: int = 1, log=print) -> list[dict]:
+    """``replicas`` servers sharing the PostgreSQL gallery at ``gallery_url``; ``clients`` threads
+    enrol through one round-robin client; replica 0 is SIGKILLed ``kill_after_s`` into each run.
+    Afterwards every acknowledged record must be in the database under its identity."""
+    import uuid
+
+    import torch
+
+    from photoveil.client.transport import RecognitionClient, RetryPolicy, RpcFailed
+    from photoveil.errors import InvalidInput
+    from photoveil.server.gallery_pg import PostgresGallery
+
+    if not 2 <= replicas <= 16 or not 1 <= clients <= 1024 or not 1 <= repeat <= 100:
+        raise InvalidInput("--replicas must be in 2..16, --clients in 1..1024, --repeat in 1..100")
+    if not 0 < kill_after_s < seconds:
+        raise InvalidInput(f"--kill-after-s {kill_after_s} must be in (0, --seconds {seconds})")
+    PostgresGallery(gallery_url, pool_size=1).close()  # reachable and migrated, before any server starts
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    config = {"bind": "127.0.0.1:0", "gallery_url": gallery_url, "workers": 64, "grace_s": 5.0, "torch_threads": 1,
+              "models": [{"id": REPLICA_MODEL, "source": "tiny"}], "batching": {"max_batch_size": 16, "max_wait_ms": 2}}
+    records = []
+    for run in range(repeat):
+        tag = uuid.uuid4().hex[:8]
+        with tempfile.TemporaryDirectory(prefix="photoveil-replicas-") as tmp:
+            with ThreadPoolExecutor(replicas) as pool:  # start together: each takes seconds to import torch
+                servers = list(pool.map(lambda i: ServeProcess(config, Path(tmp), f"replica-{i}"), range(replicas)))
+            client = RecognitionClient([s.target for s in servers], timeout_s=10,
+                                       retry=RetryPolicy(retries=8, initial_backoff_s=0.05, max_backoff_s=1.0))
+            lock, stop, killed = threading.Lock(), threading.Event(), threading.Event()
+            acked: dict[int, str] = {}
+            errors: dict[str, int] = {}
+            latencies: list[float] = []
+            after_kill = [0]
+
+            def worker(w: int) -> None:
+                i = 0
+                while not stop.is_set():
+                    identity = f"{tag}-w{w}-{i}"
+                    t0 = time.perf_counter()
+                    try:
+                        reply = client.enroll(REPLICA_MODEL, identity, image)
+                    except RpcFailed as exc:
+                        with lock:
+                            errors[exc.code.name] = errors.get(exc.code.name, 0) + 1
+                        continue
+                    with lock:
+                        acked.update({rid: identity for rid in reply.record_ids})
+                        latencies.append((time.perf_counter() - t0) * 1e3)
+                        after_kill[0] += killed.is_set()
+                    i += 1
+
+            threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(clients)]
+            t0 = time.perf_counter()
+            try:
+                for t in threads:
+                    t.start()
+                time.sleep(kill_after_s)
+                before = len(acked)
+                servers[0].kill()
+                killed.set()
+                time.sleep(seconds - kill_after_s)
+                stop.set()
+                for t in threads:
+                    t.join(30)
+                elapsed = time.perf_counter() - t0
+            finally:
+                stop.set()
+                client.close()
+                for server in servers:
+                    server.stop()
+        store = PostgresGallery(gallery_url, pool_size=1)
+        try:
+            stored = store.record_identities()
+        finally:
+            store.close()
+        lost = sum(1 for rid, who in acked.items() if stored.get(rid) != who)
+        records.append({"mode": "replica-kill", "run": run + 1, "replicas": replicas, "clients": clients,
+                        "enrolments": len(acked), "before_kill": before, "after_kill": after_kill[0],
+                        "errors": sum(errors.values()), "error_codes": errors, "lost": lost,
+                        "seconds": round(elapsed, 2), "throughput_rps": round(len(acked) / elapsed, 1),
+                        "p50_ms": round(_percentile(latencies, 50), 2), "p99_ms": round(_percentile(latencies, 99), 2)})
+        r = records[-1]
+        log(f"  run {r['run']}: {r['enrolments']} acknowledged ({r['after_kill']} after the kill), "
+            f"{r['errors']} errors, {r['lost']} lost")
+    return records
+
+
+def replica_table(records: list[dict]) -> str:
+    cols = ["run", "replicas", "clients", "enrolments", "before_kill", "after_kill", "errors", "lost",
+            "throughput_rps", "p50_ms", "p99_ms"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in records]
+    return "\n".join(lines)
+
+
 def table(records: list[dict]) -> str:
     cols = ["batching", "mode", "clients", "offered_rps", "requests", "errors", "throughput_rps", "p50_ms", "p99_ms"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -292,6 +410,18 @@ def main(args) -> int:
     if not flags or any(b not in ("on", "off") for b in flags):
         raise InvalidInput(f"--batching {args.batching!r}: give on, off or on,off")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    if args.replicas:
+        if not args.gallery_url:
+            raise InvalidInput("--replicas needs --gallery-url postgresql://... (the gallery the replicas share)")
+        records = run_replica_kill(args.gallery_url, args.replicas, clients[0] if clients else 32,
+                                   min(args.seconds, 600.0), args.kill_after_s, args.repeat, log=log)
+        print("\n".join(json.dumps(r) for r in records) if args.json else replica_table(records))
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "replicas.json").write_text(json.dumps({"records": records}, indent=2) + "\n")
+            (out / "replicas.md").write_text(replica_table(records) + "\n")
+        return 1 if any(r["errors"] or r["lost"] for r in records) else 0
     records = run_loadtest(args.model, clients, [b == "on" for b in flags], args.requests, args.seconds,
                            args.max_batch_size, args.max_wait_ms, args.payload, args.half_load,
                            args.server_threads, log=log)

@@ -21,11 +21,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from photoveil.errors import InvalidInput
-from photoveil.paths import cache_dir
 from photoveil.server.artifact_versions import VersionedArtifactStore
 from photoveil.server.batching import DynamicBatcher
 from photoveil.server.config import ServerConfig
-from photoveil.server.gallery import GalleryStore, SQLiteGallery
+from photoveil.server.gallery import GalleryStore
+from photoveil.server.gallery_backends import open_gallery
 from photoveil.server.interceptors import (AuthInterceptor, ConcurrencyInterceptor, ErrorInterceptor,
                                           RateLimitInterceptor)
 from photoveil.server.model_host import BatchKey, ModelHost
@@ -116,8 +116,7 @@ def build_server(config: ServerConfig, host: ModelHost | None = None,
     """Build (not start) the server; bind ``HOST:0`` to get a free port (returned)."""
     host = host if host is not None else host_from_config(config)
     if gallery is None:
-        path = config.gallery_path or str(cache_dir() / "gallery.sqlite3")
-        gallery = SQLiteGallery(path, synchronous=config.gallery_synchronous)
+        gallery = open_gallery(config)  # SQLite file, or PostgreSQL when gallery_url is set
     batching = config.batching
     batcher = (DynamicBatcher(host.run, batching.max_batch_size, batching.max_wait_ms / 1000.0, batching.workers)
                if batching.enabled else None)

@@ -17,6 +17,8 @@ from typing import Any
 from photoveil.errors import InvalidInput, NotFound
 
 MODEL_SOURCES = ("registry", "zoo", "tiny")
+GALLERY_INDEXES = ("auto", "exact", "flat", "ivf")
+GALLERY_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 @dataclass
@@ -112,12 +114,41 @@ class LimitsConfig:
 
 
 @dataclass
+class GalleryIndexConfig:
+    """How Identify searches a model's embeddings (``[gallery_index]``; see photoveil.server.vector_index)."""
+
+    # exact: a numpy scan of every embedding (the reference); flat: a FAISS flat index (exact too);
+    # ivf: a FAISS inverted-file index (approximate); auto: flat below ivf_threshold, ivf from it on
+    kind: str = "auto"
+    ivf_threshold: int = 50_000     # auto: embeddings of one model from which the IVF index is used
+    nprobe: int = 32                # ivf: inverted lists scanned per query (recall vs latency)
+    # 0: every Identify/Verify asks the store for its generation, so it sees every enrolment that was
+    # acknowledged (by any replica) before it started; > 0: asks at most this often (staleness bound)
+    refresh_ms: float = 0.0
+
+    def __post_init__(self):
+        if self.kind not in GALLERY_INDEXES:
+            raise InvalidInput(f"gallery_index.kind {self.kind!r}; accepted: {', '.join(GALLERY_INDEXES)}")
+        if not 1 <= self.ivf_threshold <= 1 << 31:
+            raise InvalidInput(f"gallery_index.ivf_threshold must be in 1..{1 << 31}, got {self.ivf_threshold}")
+        if not 1 <= self.nprobe <= 65536:
+            raise InvalidInput(f"gallery_index.nprobe must be in 1..65536, got {self.nprobe}")
+        if not 0 <= self.refresh_ms <= 60_000:
+            raise InvalidInput(f"gallery_index.refresh_ms must be in 0..60000, got {self.refresh_ms}")
+
+
+@dataclass
 class ServerConfig:
     bind: str = "127.0.0.1:50051"
     models: list[ModelConfig] = field(default_factory=list)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     gallery_path: str = ""              # default: <cache>/gallery.sqlite3; ":memory:" for tests
     gallery_synchronous: str = "FULL"   # SQLite synchronous: FULL survives power loss too
+    # PostgreSQL gallery shared by replicas, e.g. postgresql://user@db.internal/photoveil (libpq URI;
+    # a password belongs in PGPASSWORD / ~/.pgpass, not here); empty: the SQLite file gallery_path
+    gallery_url: str = ""
+    gallery_pool_size: int = 8          # PostgreSQL connections per server process
+    gallery_index: GalleryIndexConfig = field(default_factory=GalleryIndexConfig)
     artifacts_dir: str = ""             # empty: ArtifactService lists nothing
     artifacts_public_key: str = ""      # provider's PEM public key: ArtifactInfo.signed = the signature verifies
     auth: AuthConfig = field(default_factory=AuthConfig)
@@ -138,6 +169,14 @@ class ServerConfig:
                                f"({self.workers}): health checks need a free handler thread")
         if not 0 <= self.grace_s <= 600 or not 0 <= self.drain_s <= 600:
             raise InvalidInput(f"grace_s and drain_s must be in 0..600, got {self.grace_s}, {self.drain_s}")
+        if self.gallery_url:
+            if not self.gallery_url.startswith(GALLERY_URL_SCHEMES):
+                raise InvalidInput(f"gallery_url {self.gallery_url.split('@')[-1]!r} must start with "
+                                   f"{' or '.join(GALLERY_URL_SCHEMES)} (empty: the SQLite file gallery_path)")
+            if self.gallery_path:
+                raise InvalidInput("set gallery_url (PostgreSQL) or gallery_path (SQLite), not both")
+        if not 1 <= self.gallery_pool_size <= 256:
+            raise InvalidInput(f"gallery_pool_size must be in 1..256, got {self.gallery_pool_size}")
         ids = [m.id for m in self.models]
         if len(ids) != len(set(ids)):
             raise InvalidInput(f"model ids must be unique, got {ids}")
@@ -155,7 +194,7 @@ def _build(cls, data: Any, where: str):
     for name, value in data.items():
         ftype = fields[name].type
         sub = {"ModelConfig": ModelConfig, "BatchingConfig": BatchingConfig, "AuthConfig": AuthConfig,
-               "TlsConfig": TlsConfig, "LimitsConfig": LimitsConfig}
+               "TlsConfig": TlsConfig, "LimitsConfig": LimitsConfig, "GalleryIndexConfig": GalleryIndexConfig}
         key = f"{where}.{name}" if where else name
         if ftype in sub:
             value = _build(sub[ftype], value, key)

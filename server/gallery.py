@@ -1,10 +1,19 @@
-"""The gallery of enrolled embeddings: a small store interface and its SQLite version.
+"""The gallery of enrolled embeddings: the store interface, its shared semantics, the SQLite store.
 
-One row per enrolled embedding (identity, model id, model version, vector, created
-time). ``SQLiteGallery`` uses WAL and one transaction per ``add``/``delete``; with
-``synchronous=FULL`` a record is on disk before ``add`` returns, so an acknowledged
-enrolment survives a crash of the server process. A shared database (Postgres with
-pgvector, ...) replaces it by implementing :class:`GalleryStore`.
+One row per enrolled embedding (identity, model id, model version, vector, generation,
+created time). Every store promises the same: an ``add``/``add_many``/``delete`` is one
+transaction, committed durably before it returns (an acknowledged enrolment survives a
+crash of the server process), and each write bumps the model's **generation** in that
+transaction. Writers of one model serialise on that counter, so rows and deletions carry
+generations in commit order, and a reader that has seen generation G can fetch exactly
+what changed after it (:meth:`GalleryStore.changes`). ``view`` keeps one
+:class:`~photoveil.server.vector_index.GalleryIndex` per (model, dimension) updated from
+that feed: every process sharing a store sees the others' writes (at the next ``view``,
+or within ``gallery_index.refresh_ms``).
+
+``SQLiteGallery`` (the default: a file, no set-up) uses WAL and ``synchronous=FULL``;
+``photoveil.server.gallery_pg.PostgresGallery`` is the store replicas share;
+``photoveil.server.gallery_backends.open_gallery`` picks one from the server config.
 """
 from __future__ import annotations
 
@@ -12,14 +21,20 @@ import abc
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from photoveil.errors import InvalidInput
+from photoveil.errors import DownloadError, InvalidInput
+from photoveil.server.config import GalleryIndexConfig
+from photoveil.server.vector_index import (Changes, GalleryIndex, GalleryView, check_index_config,  # noqa: F401
+                                           match)
 
 MAX_IDENTITY_CHARS = 128
+
+
+class GalleryUnavailable(DownloadError):
+    """The gallery database cannot be reached (-> UNAVAILABLE: the client may retry)."""
 
 
 def check_identity(identity: str) -> str:
@@ -28,28 +43,88 @@ def check_identity(identity: str) -> str:
     return identity
 
 
-@dataclass(frozen=True)
-class GalleryView:
-    """All embeddings of one model: row i of ``vectors`` belongs to ``identities[i]``."""
+def check_vectors(vectors: np.ndarray) -> np.ndarray:
+    """Embeddings to store: a finite ``[n, d]`` float array -> little-endian float32."""
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise InvalidInput(f"embeddings must be [n, d] with n, d >= 1, got {list(vectors.shape)}")
+    if not np.isfinite(vectors).all():
+        raise InvalidInput("embeddings hold NaN/Inf; nothing was enrolled")
+    return vectors
 
-    ids: np.ndarray          # int64 [m]
-    identities: list[str]
-    vectors: np.ndarray      # float32 [m, d], rows L2-normalised
 
-    def __len__(self) -> int:
-        return len(self.identities)
+def changes_from_rows(generation: int, rows: list, deleted: list, dim: int) -> Changes:
+    """Rows ``(id, identity, vector bytes)`` ordered by id and deleted record ids -> :class:`Changes`."""
+    vectors = (np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype="<f4").reshape(len(rows), dim)
+               .astype(np.float32)) if rows else np.zeros((0, dim), np.float32)
+    return Changes(generation, np.array([r[0] for r in rows], np.int64), [r[1] for r in rows], vectors,
+                   np.array([d[0] for d in deleted], np.int64))
 
 
 class GalleryStore(abc.ABC):
-    """What the server needs from a gallery; implementations must be thread-safe."""
+    """What the server needs from a gallery; implementations must be thread-safe.
+
+    A store implements ``add``, ``count``, ``delete``, ``close`` and either ``changes``
+    (and gets ``view`` with its incremental index from here) or ``view`` itself."""
+
+    def __init__(self, index: GalleryIndexConfig | None = None):
+        self.index_config = index or GalleryIndexConfig()
+        check_index_config(self.index_config)
+        self._indexes: dict[tuple[str, int], tuple[threading.Lock, GalleryIndex]] = {}
+        self._indexes_lock = threading.Lock()
 
     @abc.abstractmethod
     def add(self, model_id: str, model_version: str, identity: str, vectors: np.ndarray) -> list[int]:
         """Store each row of ``vectors`` [n, d]; return the record ids once committed."""
 
-    @abc.abstractmethod
+    def add_many(self, model_id: str, model_version: str, identities: list[str], vectors: np.ndarray) -> list[int]:
+        """Row i of ``vectors`` under ``identities[i]``; one transaction where the store can (bulk loads)."""
+        vectors = check_vectors(vectors)
+        if len(identities) != len(vectors):
+            raise InvalidInput(f"{len(identities)} identities for {len(vectors)} embeddings")
+        ids: list[int] = []
+        for i in range(len(identities)):
+            ids += self.add(model_id, model_version, identities[i], vectors[i:i + 1])
+        return ids
+
+    def changes(self, model_id: str, dim: int, since: int) -> Changes | None:
+        """Rows of ``model_id`` (dimension ``dim``) written after generation ``since`` (-1: all) and the
+        record ids deleted after it; None when the model is still at generation ``since``."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither changes() nor view()")
+
+    def index(self, model_id: str, dim: int) -> GalleryIndex:
+        """The model's search index, brought up to date with the store (see ``refresh_ms``)."""
+        key = (model_id, dim)
+        with self._indexes_lock:
+            entry = self._indexes.get(key)
+            if entry is None:
+                entry = self._indexes[key] = (threading.Lock(), GalleryIndex(dim, self.index_config))
+        lock, index = entry
+        with lock:
+            now = time.monotonic()
+            if index.generation < 0 or (now - index.checked_at) * 1e3 >= self.index_config.refresh_ms:
+                news = self.changes(model_id, dim, index.generation)
+                if news is not None:
+                    index.apply(news)
+                index.checked_at = now
+        return index
+
+    def replace_index(self, model_id: str, dim: int, index: GalleryIndex) -> GalleryIndex:
+        """Serve ``model_id`` from ``index`` (built elsewhere from this store's rows: the bench)."""
+        with self._indexes_lock:
+            self._indexes[(model_id, dim)] = (threading.Lock(), index)
+        return index
+
     def view(self, model_id: str, dim: int) -> GalleryView:
-        """Every stored embedding of ``model_id`` with dimension ``dim``."""
+        """Every stored embedding of ``model_id`` with dimension ``dim`` (a snapshot)."""
+        return self.index(model_id, dim).snapshot()
+
+    def _wrote(self, model_id: str) -> None:
+        """After a write of our own: the next ``view`` of that model asks the store (read-your-writes)."""
+        with self._indexes_lock:
+            for (model, _), (_, index) in self._indexes.items():
+                if model == model_id:
+                    index.checked_at = 0.0
 
     @abc.abstractmethod
     def count(self, model_id: str, identity: str | None = None) -> int: ...
@@ -62,7 +137,9 @@ class GalleryStore(abc.ABC):
     def close(self) -> None: ...
 
 
-_SCHEMA = """
+# Versioned schema: MIGRATIONS[v - 1] takes a file from user_version v - 1 to v.
+MIGRATIONS = (
+    """
 CREATE TABLE IF NOT EXISTS embeddings (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     identity      TEXT    NOT NULL,
@@ -73,14 +150,27 @@ CREATE TABLE IF NOT EXISTS embeddings (
     created_at    REAL    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS embeddings_model_identity ON embeddings (model_id, identity);
-"""
-SCHEMA_VERSION = 1
+""",
+    """
+ALTER TABLE embeddings ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX embeddings_model_gen ON embeddings (model_id, gen);
+CREATE TABLE generations (model_id TEXT PRIMARY KEY, gen INTEGER NOT NULL);
+INSERT INTO generations SELECT DISTINCT model_id, 0 FROM embeddings;
+CREATE TABLE deletions (model_id TEXT NOT NULL, gen INTEGER NOT NULL, record_id INTEGER NOT NULL);
+CREATE INDEX deletions_model_gen ON deletions (model_id, gen);
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+_BUMP = ("INSERT INTO generations (model_id, gen) VALUES (?, 1) "
+         "ON CONFLICT (model_id) DO UPDATE SET gen = gen + 1 RETURNING gen")
 
 
 class SQLiteGallery(GalleryStore):
-    """SQLite in WAL mode behind one lock-guarded connection (plus an in-memory matrix cache)."""
+    """SQLite in WAL mode behind one lock-guarded connection (plus the in-memory indexes)."""
 
-    def __init__(self, path: str | Path, synchronous: str = "FULL", busy_timeout_s: float = 10.0):
+    def __init__(self, path: str | Path, synchronous: str = "FULL", busy_timeout_s: float = 10.0,
+                 index: GalleryIndexConfig | None = None):
+        super().__init__(index)
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         self.path = str(path)
@@ -92,33 +182,32 @@ class SQLiteGallery(GalleryStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise InvalidInput(f"gallery {self.path} has schema version {version}; this photoveil "
-                               f"reads up to {SCHEMA_VERSION}")
-        with self._transaction():
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(stmt)
+        with self._transaction():  # BEGIN IMMEDIATE: two processes opening a new file migrate it once
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise InvalidInput(f"gallery {self.path} has schema version {version}; this photoveil "
+                                   f"reads up to {SCHEMA_VERSION}")
+            for script in MIGRATIONS[version:]:
+                for stmt in filter(str.strip, script.split(";")):
+                    self._db.execute(stmt)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._cache: dict[tuple[str, int], tuple[int, GalleryView]] = {}
-        self._generation = 0  # bumped on our own writes; data_version covers other connections
         self._closed = False
 
     # A transaction that is rolled back on any error and committed otherwise.
     class _Tx:
-        def __init__(self, db: sqlite3.Connection):
-            self.db = db
+        def __init__(self, db: sqlite3.Connection, mode: str = "IMMEDIATE"):
+            self.db, self.mode = db, mode
 
         def __enter__(self):
-            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(f"BEGIN {self.mode}")
             return self.db
 
         def __exit__(self, exc_type, exc, tb):
             self.db.execute("ROLLBACK" if exc_type else "COMMIT")
             return False
 
-    def _transaction(self) -> "_Tx":
-        return self._Tx(self._db)
+    def _transaction(self, mode: str = "IMMEDIATE") -> "_Tx":
+        return self._Tx(self._db, mode)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -126,40 +215,45 @@ class SQLiteGallery(GalleryStore):
 
     def add(self, model_id, model_version, identity, vectors):
         check_identity(identity)
-        vectors = np.ascontiguousarray(vectors, dtype="<f4")
-        if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
-            raise InvalidInput(f"embeddings must be [n, d] with n, d >= 1, got {list(vectors.shape)}")
-        if not np.isfinite(vectors).all():
-            raise InvalidInput("embeddings hold NaN/Inf; nothing was enrolled")
-        now = time.time()
-        rows = [(identity, model_id, model_version, vectors.shape[1], v.tobytes(), now) for v in vectors]
+        vectors = check_vectors(vectors)
+        return self._insert(model_id, model_version, [identity] * len(vectors), vectors)
+
+    def add_many(self, model_id, model_version, identities, vectors):
+        vectors = check_vectors(vectors)
+        if len(identities) != len(vectors):
+            raise InvalidInput(f"{len(identities)} identities for {len(vectors)} embeddings")
+        for name in set(identities):
+            check_identity(name)
+        return self._insert(model_id, model_version, list(identities), vectors)
+
+    def _insert(self, model_id, model_version, identities, vectors) -> list[int]:
+        now, dim = time.time(), vectors.shape[1]
         with self._lock:
             self._check_open()
             ids = []
             with self._transaction() as db:
-                for row in rows:
+                gen = db.execute(_BUMP, (model_id,)).fetchone()[0]
+                for identity, v in zip(identities, vectors):
                     cur = db.execute("INSERT INTO embeddings (identity, model_id, model_version, dim, vector, "
-                                     "created_at) VALUES (?, ?, ?, ?, ?, ?)", row)
+                                     "gen, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                     (identity, model_id, model_version, dim, v.tobytes(), gen, now))
                     ids.append(int(cur.lastrowid))
-            self._generation += 1
+        self._wrote(model_id)
         return ids
 
-    def view(self, model_id, dim):
+    def changes(self, model_id, dim, since):
         with self._lock:
             self._check_open()
-            stamp = (self._generation << 32) + self._db.execute("PRAGMA data_version").fetchone()[0]
-            hit = self._cache.get((model_id, dim))
-            if hit is not None and hit[0] == stamp:
-                return hit[1]
-            rows = self._db.execute("SELECT id, identity, vector FROM embeddings WHERE model_id = ? AND dim = ? "
-                                    "ORDER BY id", (model_id, dim)).fetchall()
-            vectors = (np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), dim)
-                       .astype(np.float32)) if rows else np.zeros((0, dim), np.float32)
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.maximum(norms, 1e-12)
-            view = GalleryView(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows], vectors)
-            self._cache[(model_id, dim)] = (stamp, view)
-            return view
+            with self._transaction("DEFERRED") as db:  # one read snapshot for the counter and the rows
+                row = db.execute("SELECT gen FROM generations WHERE model_id = ?", (model_id,)).fetchone()
+                gen = row[0] if row else 0
+                if gen == since:
+                    return None
+                rows = db.execute("SELECT id, identity, vector FROM embeddings WHERE model_id = ? AND dim = ? "
+                                  "AND gen > ? AND gen <= ? ORDER BY id", (model_id, dim, since, gen)).fetchall()
+                deleted = db.execute("SELECT record_id FROM deletions WHERE model_id = ? AND gen > ? AND gen <= ?",
+                                     (model_id, since, gen)).fetchall() if since >= 0 else []
+        return changes_from_rows(gen, rows, deleted, dim)
 
     def count(self, model_id, identity=None):
         with self._lock:
@@ -175,10 +269,15 @@ class SQLiteGallery(GalleryStore):
         with self._lock:
             self._check_open()
             with self._transaction() as db:
-                n = db.execute("DELETE FROM embeddings WHERE model_id = ? AND identity = ?",
-                               (model_id, identity)).rowcount
-            self._generation += 1
-            return int(n)
+                ids = [r[0] for r in db.execute("SELECT id FROM embeddings WHERE model_id = ? AND identity = ?",
+                                                (model_id, identity))]
+                if ids:
+                    gen = db.execute(_BUMP, (model_id,)).fetchone()[0]
+                    db.execute("DELETE FROM embeddings WHERE model_id = ? AND identity = ?", (model_id, identity))
+                    db.executemany("INSERT INTO deletions (model_id, gen, record_id) VALUES (?, ?, ?)",
+                                   [(model_id, gen, i) for i in ids])
+        self._wrote(model_id)
+        return len(ids)
 
     def integrity_check(self) -> str:
         with self._lock:
@@ -195,19 +294,3 @@ class SQLiteGallery(GalleryStore):
             self._db.close()
 
 
-def match(view: GalleryView, queries: np.ndarray, top_k: int) -> list[list[tuple[str, float]]]:
-    """Per query row, the ``top_k`` identities by best cosine similarity (highest first)."""
-    if len(view) == 0:
-        return [[] for _ in range(len(queries))]
-    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    sims = np.clip(q.astype(np.float32) @ view.vectors.T, -1.0, 1.0)  # [n, m]; clip float rounding
-    # Max over each identity's embeddings: group columns by identity, then reduceat.
-    names, column = np.unique(np.asarray(view.identities, dtype=object), return_inverse=True)
-    order = np.argsort(column, kind="stable")
-    starts = np.flatnonzero(np.r_[True, np.diff(column[order]) != 0])
-    best = np.maximum.reduceat(sims[:, order], starts, axis=1)  # [n, identities]
-    out = []
-    for row in best:
-        order = np.argsort(-row, kind="stable")[:top_k]
-        out.append([(names[j], float(row[j])) for j in order])
-    return out

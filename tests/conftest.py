@@ -28,3 +28,23 @@ def face_models_dir() -> Path:
         return ensure_models(progress=False)
     except DownloadError as exc:
         pytest.skip(f"face models unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL server (tests/postgres.py) for the session; skips where it cannot start."""
+    pytest.importorskip("psycopg", reason="psycopg 3 not installed (pip install 'photoveil[postgres]')")
+    from tests.postgres import PostgresCluster, Unavailable
+
+    try:
+        cluster = PostgresCluster().start()
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster) -> str:
+    """The DSN of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_cluster.new_database()
