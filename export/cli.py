@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     common.add_argument("--size", type=int, help="input height = width (default: the model's own size)")
     common.add_argument("--batch", type=int, default=1, help="batch size baked into the program (default 1)")
     common.add_argument("--explain", action="store_true", help="list the operators left outside XNNPACK")
+    common.add_argument("--golden", nargs="?", const="", metavar="DIR",
+                        help="also write golden vectors (fixed inputs, expected outputs) to DIR "
+                             "(default <out>.golden, beside the artifact; see export/golden.py)")
+    common.add_argument("--golden-steps", type=int, default=5,
+                        help="steps of the recorded full run of a step program (default 5)")
     common.add_argument("--cache-dir", help="face-model cache (default $PHOTOVEIL_CACHE or the user cache)")
     face = argparse.ArgumentParser(add_help=False)
     face.add_argument("--model", default="faceapi-resnet34", help="authorized recognizer (registry name)")
@@ -72,6 +77,11 @@ def build(args):
 
     if args.batch < 1:
         raise InvalidInput(f"--batch must be >= 1, got {args.batch}")
+    if getattr(args, "golden", None) is not None and not 1 <= args.golden_steps <= 1000:
+        raise InvalidInput(f"--golden-steps must be in 1..1000, got {args.golden_steps}")
+    if getattr(args, "golden", None) and Path(args.golden).resolve() == Path(args.out).resolve():
+        raise InvalidInput("--golden must name a folder beside the artifact, not --out itself "
+                           "(the signature covers the whole artifact folder)")
     method = KINDS[args.program].protection
     config = None
     if method:
@@ -120,9 +130,14 @@ def main(args) -> int:
     with console.status(f"lowering {args.program} to XNNPACK ({prog.options.quantize}) ..."):
         art = export_program(prog.module, prog.inputs, prog.options, args.out)
     m = art.manifest
-    print(json.dumps({"pte": str(art.pte), "manifest": str(art.manifest_path), "sha256": m.sha256,
-                      "pte_bytes": m.pte_bytes, "delegates": m.delegates,
-                      "non_delegated_ops": m.non_delegated_ops}, indent=2))
+    record = {"pte": str(art.pte), "manifest": str(art.manifest_path), "sha256": m.sha256,
+              "pte_bytes": m.pte_bytes, "delegates": m.delegates, "non_delegated_ops": m.non_delegated_ops}
+    if args.golden is not None:
+        from photoveil.export.golden import write_golden
+
+        with console.status("writing golden vectors on the ExecuTorch runtime ..."):
+            record["golden"] = str(write_golden(art.pte.parent, args.golden or None, steps=args.golden_steps))
+    print(json.dumps(record, indent=2))
     if args.explain:
         from photoveil.export.explain import explain
 

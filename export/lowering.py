@@ -184,6 +184,34 @@ def _describe(tensors: Sequence[torch.Tensor], names: Sequence[str], prefix: str
     return out
 
 
+# BlazeFace keypoints the alignment templates use, in template order (photoveil.facemodels.align)
+ALIGNMENT_LANDMARKS = ("right_eye", "left_eye", "nose_tip", "mouth_center")
+
+
+def alignment_spec(alignment: dict[str, Any] | None, image: torch.Tensor | None) -> dict[str, Any] | None:
+    """The manifest's ``alignment``: ``{"template", "zoom"}`` completed with what a phone
+    needs to crop a face the way the host does: the crop size and the template's target
+    points at that size (so the app need not know the template tables)."""
+    if not alignment or image is None or image.dim() != 4 or "template" not in alignment:
+        return alignment
+    from photoveil.facemodels.align import template
+
+    h, w = int(image.shape[2]), int(image.shape[3])
+    if h != w:  # the templates are square crops
+        return alignment
+    points = template(h, float(alignment.get("zoom", 1.0)), alignment["template"])
+    return {**alignment, "size": [h, w], "landmarks": list(ALIGNMENT_LANDMARKS),
+            "points": [[round(float(x), 4), round(float(y), 4)] for x, y in points],
+            "coordinates": "pixels of the crop, pixel centres at integers (OpenCV convention)",
+            "transform": "least-squares similarity (Umeyama) from the detected landmarks to points; "
+                         "bilinear warp, zeros outside the photo"}
+
+
+def _channel_order(inputs: Sequence[torch.Tensor]) -> str:
+    images = [t for t in inputs if t.dim() == 4]
+    return "L" if images and images[0].shape[1] == 1 else "RGB"
+
+
 def build_manifest(options: LowerOptions, inputs: tuple[torch.Tensor, ...], outputs: Sequence[torch.Tensor],
                    pte: Path, lowered: Lowered) -> Manifest:
     from importlib.metadata import version
@@ -196,7 +224,8 @@ def build_manifest(options: LowerOptions, inputs: tuple[torch.Tensor, ...], outp
         inputs=_describe(inputs, options.input_names, "input", options.layout),
         outputs=_describe(outputs, options.output_names, "output", options.layout),
         entry_points=["forward", *options.entry_points], layout=options.layout,
-        normalisation=options.normalisation, split=options.split, alignment=options.alignment,
+        normalisation=options.normalisation, channel_order=_channel_order(inputs), split=options.split,
+        alignment=alignment_spec(options.alignment, inputs[0]),
         params=dict(options.extra), quantization=options.quantize,
         backend="xnnpack" if options.delegate else "portable", delegates=len(lowered.delegates),
         non_delegated_ops=lowered.operators, sha256=sha256_file(pte), pte_bytes=pte.stat().st_size,

@@ -108,8 +108,13 @@ class Manifest:
         inputs / outputs: ``[{"name", "shape", "dtype", "layout"?}]`` in call order.
         entry_points: ExecuTorch methods of the program.
         layout / normalisation: memory layout and value range of image inputs.
+        channel_order: order of the image channels (``RGB``; ``L`` for one-channel programs).
         split: split point of the model (shallow and step programs), else None.
-        alignment: face alignment the model's inputs expect (``{"template", "zoom"}``).
+        alignment: face alignment the model's inputs expect: ``template`` (arcface | dlib)
+            and ``zoom``; written by export since format 2 also ``size`` ([H, W]),
+            ``landmarks`` (names, in order), ``points`` (their target pixel positions in the
+            crop, pixel centres at integers) and ``transform`` (how to map detected
+            landmarks onto them). Older manifests hold only template and zoom.
         params: the kind's baked and host settings (:attr:`ProgramKind.params`) and any
             extra values a client needs.
         sha256 / pte_bytes: digest and size of the .pte.
@@ -129,6 +134,7 @@ class Manifest:
     entry_points: list[str] = field(default_factory=lambda: ["forward"])
     layout: str = "NCHW"
     normalisation: dict[str, Any] = field(default_factory=dict)
+    channel_order: str = "RGB"
     split: str | None = None
     alignment: dict[str, Any] | None = None
     params: dict[str, Any] = field(default_factory=dict)
