@@ -93,7 +93,7 @@ def provider(java_build, tmp_path_factory, monkeypatch_module):
     _, tensors = read_golden(golden)
     # tiny-embed has random weights: most faces embed alike at 32x32; this one is apart (cos 0.95)
     bob = center_crop(load_image(ASSETS / "faces" / "Angela_Bassett" / "Angela_Bassett_0001.jpg"), 32)
-    with local_server(artifacts_dir=str(artifacts), auth=AuthConfig(token_env=TOKEN_ENV)) as (_, target):
+    with local_server(artifacts_dir=str(artifacts), artifacts_public_key=str(pub), auth=AuthConfig(token_env=TOKEN_ENV)) as (_, target):
         with RecognitionClient(target, token=token) as rpc:
             rpc.enroll(MODEL, "alice", tensors["x"])      # the clean golden face
             rpc.enroll(MODEL, "bob", bob[None])
