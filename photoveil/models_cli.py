@@ -36,6 +36,11 @@ def register(sub) -> None:
     except ImportError as exc:
         ep.set_defaults(func=_unavailable(f"the LFW evaluator is not available: {exc}"))
 
+    dp = msub.add_parser("detect-recall", help="face-detection recall on LFW frames and composited 12 MP photos")
+    recall = importlib.import_module("photoveil.evaluation.detect_recall")  # argparse only at import
+    recall.add_arguments(dp)
+    dp.set_defaults(func=recall.run)
+
 
 def _unavailable(message: str):
     def run(args: argparse.Namespace) -> int:

@@ -1,11 +1,10 @@
-"""`photoveil protect` on files and folders: outputs, per-file failures, exit codes."""
+"""`photoveil protect` arguments: every bad value ends in exit 2 and one line, before any
+model loads; features need an upload point that resists reconstruction."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,35 +14,85 @@ FACES = Path(__file__).parent / "fixtures" / "lfw_small" / "images"
 
 
 @pytest.fixture()
-def inputs(tmp_path):
+def one_photo(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    face = sorted(FACES.glob("*/*.jpg"))[0]
-    shutil.copy(face, folder / "face.jpg")
-    Image.new("RGB", (200, 200), (128, 128, 128)).save(folder / "grey.png")  # no face
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    src = sorted(FACES.glob("*/*.jpg")) or sorted((Path(__file__).parent.parent / "photoveil" / "assets" / "faces").glob("*/*.jpg"))
+    shutil.copy(src[0], folder / "face.jpg")
     return folder
 
 
-def test_bad_files_are_reported_and_the_rest_protected(face_models_dir, inputs, tmp_path, capsys):
-    out = tmp_path / "out"
-    rc = main(["protect", str(inputs), "--out", str(out), "--method", "pmt", "--steps", "2", "--features"])
-    err = capsys.readouterr().err
-    assert rc == 1  # some photos failed
-    assert "grey.png" in err and "no face" in err.lower()
-    assert "broken.jpg" in err
-    png = np.asarray(Image.open(out / "face.png"))
-    assert png.shape == (150, 150, 3)  # aligned to faceapi-resnet34's input
-    feats = np.load(out / "face.npy")
-    assert feats.ndim == 3 and np.isfinite(feats).all()
-    meta = json.loads((out / "features.json").read_text())
-    assert meta["model"] == "faceapi-resnet34" and meta["split"] == "block2" and meta["shape"] == list(feats.shape)
-    assert not (out / "grey.png").exists()
+@pytest.fixture()
+def no_model_loads(monkeypatch):
+    """Fail the test if a face model would be loaded (validation must come first)."""
+    from photoveil.facemodels import registry
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(registry, "load", refuse)
 
 
-def test_usage_errors_exit_2(tmp_path, capsys):
+BAD = [
+    (["--steps", "-5"], "steps"),
+    (["--init-sigma", "-1"], "init_sigma"),
+    (["--eps", "1000"], "--eps"),                         # an fmd flag with --method pmt
+    (["--method", "fmd", "--eps", "1000"], "eps"),
+    (["--device", "banana"], "banana"),
+    (["--model", "gear"], "not a face recognizer"),
+    (["--model", "nosuchmodel"], "nosuchmodel"),
+    (["--quality", "50"], "--quality"),                   # without --format jpg
+    (["--format", "jpg", "--quality", "0"], "--quality"),
+    (["--seed", "-1"], "--seed"),
+    (["--features"], "invert"),                           # the matched block2 features
+    (["--method", "generator", "--features"], "--features"),
+    (["--method", "generator", "--strength", "5"], "strength"),
+    (["--method", "generator", "--model", "faceres"], "--model"),
+    (["--method", "pmt", "--gallery", "x"], "--gallery"),
+    (["--method", "generator", "--steps", "3"], "--steps"),
+]
+
+
+@pytest.mark.parametrize("flags,word", BAD, ids=[" ".join(f) for f, _ in BAD])
+def test_bad_values_exit_2_with_one_line(one_photo, tmp_path, capsys, no_model_loads, flags, word):
+    rc = main(["protect", str(one_photo), "--out", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and word in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_input_and_out(tmp_path, capsys, no_model_loads):
     assert main(["protect", str(tmp_path / "missing.jpg"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["protect", str(tmp_path)]) == 2
+    assert "--out is required" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["protect", "x.jpg", "--out", "o", "--method", "blur"])
     assert exc.value.code == 2
+
+
+def test_help_shows_defaults_and_presets(capsys):
+    with pytest.raises(SystemExit):
+        main(["protect", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: png)" in out and "high  init_sigma=150.0" in out and "upload=stem" in out
+
+
+def test_features_with_a_safe_upload_point_and_alignment_none(face_models_dir, one_photo, tmp_path):
+    import json
+
+    import numpy as np
+
+    from PIL import Image
+
+    out = tmp_path / "out"
+    assert main(["protect", str(one_photo), "--out", str(out), "--steps", "2", "--features", "--upload", "stem",
+                 "--alignment", "none"]) == 0
+    with Image.open(one_photo / "face.jpg") as src, Image.open(out / "face.pmt.png") as photo:
+        assert photo.size == src.size
+    with Image.open(out / "face.pmt.face0.png") as crop:
+        assert crop.size == (150, 150)  # the whole crop resized to faceapi-resnet34's input
+    feats = np.load(out / "face.pmt.face0.npy")
+    meta = json.loads((out / "features.json").read_text())
+    assert meta["split"] == "stem" and meta["shape"] == list(feats.shape) and np.isfinite(feats).all()
