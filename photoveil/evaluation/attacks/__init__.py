@@ -11,6 +11,7 @@ accept every registered name.
 * ``robustness`` (:mod:`.robustness`) — the abuse metrics after server-side transforms;
 * ``attributes`` (:mod:`.attributes`) — attribute estimation;
 * ``reconstruction`` (:mod:`.reconstruction`) — Level 1 / Level 2 reconstruction of the face;
+* ``purifier`` (:mod:`.purifier`) — cheap purifiers (median, bilateral, JPEG 50 + upscale) before every recognizer;
 
 plus :mod:`.image` (SSIM, PSNR, UP), which every run measures and is not selectable.
 
@@ -32,6 +33,7 @@ REGISTRY: dict[str, str] = {
     "robustness": "robustness",
     "attributes": "attributes",
     "reconstruction": "reconstruction",
+    "purifier": "purifier",
 }
 ATTACKS: tuple[str, ...] = tuple(sorted(REGISTRY))  # the accepted names (and the default selection)
 
