@@ -21,6 +21,8 @@ class FaceCache:
 
     Landmark alignment of an image where BlazeFace finds no face falls back to the centre
     crop (LFW photos are centred); the number of fallbacks is counted in ``fallbacks``.
+    With ``photos`` (a :class:`~photoveil.evaluation.photos.PhotoIndex`: the user's own
+    photos) every face comes from the index instead, found and cropped as ``protect`` does.
     """
 
     def __init__(self, alignment: str, cache_dir: str | None, progress: bool = True):
@@ -31,12 +33,14 @@ class FaceCache:
         self.mem: dict[tuple, dict[str, torch.Tensor]] = {}
         self.fallbacks = 0
         self._detector = None
+        self.photos = None
 
     def _key(self, size: tuple[int, int], model: str | None) -> tuple:
         from photoveil.facemodels.align import model_template
 
         kind, zoom = model_template(model) if self.alignment == "landmarks" else ("-", 1.0)
-        return (self.alignment, kind, round(float(zoom), 4), int(size[0]))
+        source = "-photo" if self.photos is not None else ""
+        return (self.alignment + source, kind, round(float(zoom), 4), int(size[0]))
 
     def _file(self, key) -> Path:
         return self.root / ("{}-{}-{}-{}.pt".format(*key))
@@ -62,12 +66,15 @@ class FaceCache:
             self.mem[key] = table
         missing = [p for p in dict.fromkeys(str(p) for p in paths) if p not in table]
         if missing:
-            if self.alignment == "landmarks" and self._detector is None:
+            if self.alignment == "landmarks" and self._detector is None and self.photos is None:
                 from photoveil.facemodels.detect import default_detector
 
                 self._detector = default_detector(cache_dir=self.cache_dir)
             for p in tqdm(missing, desc=f"align {key[1]}@{size[0]}", unit="img", disable=not self.progress or None,
                           leave=False, file=sys.stderr):
+                if self.photos is not None:
+                    table[p] = (self.photos.crop(p, size[0], model) * 255.0).round().to(torch.uint8)
+                    continue
                 try:
                     face = align_faces([p], size[0], alignment=self.alignment, model=model,
                                        detector=self._detector, pick="center")[0]

@@ -5,6 +5,7 @@ Examples::
     photoveil evaluate --method pmt --authorized faceapi-resnet34 --identities 20 --pairs 60
     photoveil evaluate --method pmt --sweep steps=25,50,100 --attacks abuse
     photoveil evaluate --method fmd --eps 16 --attacks abuse,robustness --json
+    photoveil evaluate --data ~/Pictures/people --method pmt      # your own photos: DIR/<person>/<photo>
 
 Writes ``results.json`` (records), ``config.json``, ``results.md`` and plots under ``--out``.
 """
@@ -39,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="several --authorized: one protector per model (rows of the Table-7 matrix) instead of MR-PMT")
     p.add_argument("--evaluated", default="all",
                    help="comma-separated recognizers / attribute models to evaluate (default: all)")
-    p.add_argument("--data", type=Path, default=None, help="identity folder with pairs (default: the shared LFW)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="your own labelled photos, DIR/<person>/<photo> (>= 2 people with >= 2 photos each; full "
+                        "photos are oriented and their largest face found as `protect` does; the report says in "
+                        "plain words which recognizers still recognise each person). Default: the shared LFW")
     p.add_argument("--identities", type=int, default=20, help="test identities (seeded subset; default 20)")
     p.add_argument("--identity-split", choices=("all", "heldout"), default="all",
                    help="heldout: draw test identities only from the 20%% that generator training holds out")
@@ -49,8 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_method_flags(p, PROTECTION_METHODS)
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="privacy/utility curve along one hyper-parameter, e.g. steps=25,50,100 or init_sigma=40,60,80")
-    p.add_argument("--attacks", default=",".join(ATTACK_CHOICES),
-                   help=f"comma-separated subset of {','.join(ATTACK_CHOICES)} (image metrics always run)")
+    p.add_argument("--attacks", default=None,
+                   help=f"comma-separated subset of {','.join(ATTACK_CHOICES)} (image metrics always run; default "
+                        f"all, or abuse,attributes with --data)")
     p.add_argument("--transforms", default=None,
                    help="robustness transforms (default all: jpeg95,jpeg75,jpeg50,down0.5,blur1)")
     p.add_argument("--kappa", type=float, default=0.2, help="Eq. 10 similarity threshold (default 0.2)")
@@ -95,6 +100,17 @@ def config_from_args(args: argparse.Namespace):
         overrides = method_overrides(args, args.method, PROTECTION_METHODS)
         build_config(args.method, preset_arg(args), overrides)
     evaluated = _csv(args.evaluated)
+    attacks = _csv(args.attacks) if args.attacks is not None else (
+        ("abuse", "attributes") if args.data else ATTACK_CHOICES)
+    if args.data:  # a cheap look at the file names, before any model loads
+        from photoveil.evaluation.photos import list_photos
+
+        if args.alignment == "landmarks":
+            list_photos(args.data)
+        else:
+            from photoveil.data.faces import scan_identity_folder
+
+            scan_identity_folder(args.data)
     return EvalConfig(
         method=args.method, authorized=tuple(args.authorized or ("faceapi-resnet34",)),
         evaluated=None if evaluated in ((), ("all",)) else evaluated, separately=args.separately,
@@ -102,7 +118,7 @@ def config_from_args(args: argparse.Namespace):
         images_per_identity=args.images_per_identity, pairs=args.pairs,
         preset=preset_arg(args), overrides=overrides,
         sweep=parse_sweep(args.sweep, args.method) if args.sweep else None,
-        attacks=_csv(args.attacks), **({"transforms": _csv(args.transforms)} if args.transforms else {}),
+        attacks=attacks, **({"transforms": _csv(args.transforms)} if args.transforms else {}),
         kappa=args.kappa, calib_pairs=args.calib_pairs, up_sigma=args.up_sigma, up_kappa=args.up_kappa, alignment=args.alignment,
         recon_train_images=args.recon_train_images, recon_test_images=args.recon_test_images,
         recon_epochs=args.recon_epochs, recon_width=args.recon_width, invert_steps=args.invert_steps,
@@ -125,6 +141,10 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(records, sys.stdout, indent=1)
         sys.stdout.write("\n")
+    if cfg.data and not args.json:
+        from photoveil.evaluation.plain import plain_lines
+
+        print("\n".join(plain_lines(cfg, records, ev.extras)))
     print(f"evaluate: {len(records)} records, {ev.timings.get('total_s', 0):.0f} s -> {out}/results.json, "
           f"results.md", file=sys.stderr)
     return 0

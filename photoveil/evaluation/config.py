@@ -73,6 +73,12 @@ class EvalConfig:
         if not 0.0 <= self.kappa < 1.0:
             raise InvalidInput(f"kappa must be in [0, 1), got {self.kappa}")
 
+    @property
+    def uses_photos(self) -> bool:
+        """``--data`` with landmark alignment: the folder is read as the user's own photos
+        (:mod:`photoveil.evaluation.photos`), not as pre-cropped LFW frames."""
+        return self.data is not None and self.alignment == "landmarks"
+
     def settings(self) -> list[tuple[str, ...]]:
         """The authorized settings protected in turn: one per model with ``separately``,
         else all authorized models together (MR-PMT)."""

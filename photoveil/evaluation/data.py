@@ -30,6 +30,10 @@ class EvalData:
         """Images that get protected: each pair's x1 and each identification query."""
         return sorted({p.path_a for p in self.pairs} | set(self.queries))
 
+    def person_of(self, path) -> str:
+        """The test identity a selected image belongs to."""
+        return next(n for n, imgs in self.test.items() if Path(path) in imgs)
+
     @property
     def all_paths(self) -> list[Path]:
         return sorted({p for imgs in self.test.values() for p in imgs} | {p.path_b for p in self.pairs})
@@ -42,13 +46,16 @@ class EvalData:
                 "train_images": len(self.train_images), "calibration_pairs": len(self.calib_pairs)}
 
 
-def select_data(cfg: EvalConfig) -> EvalData:
+def select_data(cfg: EvalConfig, folder=None) -> EvalData:
     """Seeded test identities (>= 2 images each), pairs among them, gallery / queries, and
-    Level-1 training images from the remaining identities."""
+    Level-1 training images from the remaining identities; from ``folder`` (an
+    :class:`~photoveil.data.faces.IdentityFolder`, e.g. the photos of a ``--data`` tree
+    where a face was found) or else the identity folder at ``cfg.data`` / the shared LFW."""
     from photoveil.data.faces import generate_pairs, scan_identity_folder
     from photoveil.paths import default_lfw_dir
 
-    folder = scan_identity_folder(cfg.data or default_lfw_dir())
+    if folder is None:
+        folder = scan_identity_folder(cfg.data or default_lfw_dir())
     rng = random.Random(cfg.seed)
     pool = folder.identities
     if cfg.identity_split == "heldout":

@@ -2,6 +2,7 @@
 
 * :func:`strict_accuracy` — the paper's strict recognition accuracy (Eq. 10);
 * :func:`identification_top1` — closed-set identification against an enrolled gallery;
+* :func:`wilson` — the 95 % Wilson interval of a proportion (every report cell with its n);
 * :func:`attribute_cossim` — CosSim of attribute vectors (Eq. 11) and
   :func:`attribute_abs_diff` for scalar attributes (age, "absolute difference");
 * :func:`ssim`, :func:`psnr` — per-image SSIM (pytorch-msssim) and PSNR (torchmetrics);
@@ -31,6 +32,7 @@ at threshold ``k``.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 
 import torch
@@ -82,6 +84,16 @@ def strict_accuracy(cos_self, cos_pair, same, kappa: float = KAPPA, reading: str
     if correct.numel() == 0:
         raise InvalidInput("strict accuracy needs at least one pair")
     return correct.float().mean().item()
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``p`` observed on ``n`` trials."""
+    if n <= 0 or p is None or math.isnan(p):
+        return float("nan"), float("nan")
+    d = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def identification_top1(gallery: torch.Tensor, gallery_labels: torch.Tensor,

@@ -26,13 +26,34 @@ def _to_uint8_grid(rows: list[torch.Tensor]):
     return (grid.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
 
-def save_examples(path: Path, originals: torch.Tensor, protected: torch.Tensor) -> None:
-    """PNG: originals (top row) and their protected uploads (bottom row)."""
-    from PIL import Image
+def save_examples(path: Path, originals: torch.Tensor, protected: torch.Tensor, names: list[str] | None = None,
+                  title: str = "") -> None:
+    """PNG: originals (top row) and their protected uploads (bottom row), labelled: rows
+    named, each column titled with its person's ``names`` entry, ``title`` above."""
+    import matplotlib
 
-    if len(originals) == 0:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(originals)
+    if n == 0:
         return
-    Image.fromarray(_to_uint8_grid([originals, protected])).save(path)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.8, 3.9), squeeze=False)
+    for j in range(n):
+        for i, (row, label) in enumerate(((originals, "original"), (protected, "uploaded"))):
+            ax = axes[i][j]
+            ax.imshow(row[j].clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(label)
+        if names:
+            axes[0][j].set_title(names[j][:18], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def save_recon_grid(path: Path, x, xt, recon: dict) -> None:
@@ -65,6 +86,10 @@ def markdown(cfg: EvalConfig, recs: list[dict], timings: dict[str, float], extra
     out = [f"# photoveil evaluate — method {cfg.method}, authorized {', '.join(cfg.authorized)}", ""]
     out += [f"Data: {json.dumps(extras.get('data', {}))}; kappa = {cfg.kappa}; seed {cfg.seed}; "
             f"wall time {timings.get('total_s', 0):.0f} s.", ""]
+    if any(r["attack"] == "abuse" for r in recs):
+        from photoveil.evaluation.plain import plain_markdown
+
+        out += [plain_markdown(cfg, recs, extras, extras.get("examples", []))]
 
     def matrix(attack, metric, transform="none"):
         sel = [r for r in recs if r["attack"] == attack and r["transform"] == transform]

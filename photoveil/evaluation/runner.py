@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from photoveil.errors import InvalidInput
 from photoveil.evaluation import attacks
 from photoveil.evaluation.attacks import abuse, image
 from photoveil.evaluation.cache import FaceCache
@@ -95,7 +96,20 @@ class Evaluation:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
-        data = select_data(cfg)
+        if cfg.uses_photos:  # the user's own photos: faces found as protect finds them
+            from photoveil.evaluation.photos import PhotoIndex, select_photos
+
+            t0 = time.perf_counter()
+            self.faces.photos = PhotoIndex.open(cfg.data, cfg.cache_dir)
+            data = select_photos(cfg, self.faces.photos)
+            self.timings["find_faces_s"] = time.perf_counter() - t0
+            self.extras["photos"] = self.faces.photos.summary()
+        else:
+            data = select_data(cfg)
+        if "reconstruction" in cfg.attacks and len(data.train_images) < 2:
+            raise InvalidInput(f"the reconstruction attacks train on photos of people not evaluated; found "
+                               f"{len(data.train_images)} (use --identities below the number of people, or "
+                               f"--attacks without reconstruction)")
         self.extras["data"] = data.summary()
         base = build_context(cfg, self.models, self.faces, data, self.timings, out_dir)
         self.records += base.calibration
@@ -108,8 +122,12 @@ class Evaluation:
                 if records:
                     self._checkpoint(out_dir, t_start)
             if out_dir is not None:
-                save_examples(out_dir / f"examples-{ctx.protection.authorized}.png", ctx.protection.originals[:8],
-                              ctx.protection.images[:8])
+                name = f"examples-{ctx.protection.authorized}.png"
+                shown = ctx.data.protected_paths[:8]
+                save_examples(out_dir / name, ctx.protection.originals[:8], ctx.protection.images[:8],
+                              names=[ctx.data.person_of(p) for p in shown],
+                              title=f"{cfg.method} for {ctx.protection.authorized}: original vs uploaded")
+                self.extras.setdefault("examples", []).append(name)
             if cfg.sweep:
                 t0 = time.perf_counter()
                 self.records += self.sweep(ctx)

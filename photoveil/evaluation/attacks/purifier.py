@@ -13,7 +13,6 @@ attacker data: their records say ``attacker_images`` 0. Every proportion record 
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from photoveil.evaluation import metrics as M
 from photoveil.evaluation.attacks.abuse import measure
+from photoveil.evaluation.metrics import wilson
 
 if TYPE_CHECKING:
     from photoveil.evaluation.context import RunContext
@@ -59,16 +59,6 @@ PURIFIERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "bilateral": bilateral,
     "jpeg50up": jpeg50_upscale,
 }
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``p`` observed on ``n`` trials."""
-    if n <= 0 or p is None or math.isnan(p):
-        return float("nan"), float("nan")
-    d = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 PROPORTIONS = ("top1", "clean_top1", "strict_accuracy", "strict_accuracy_cal",
