@@ -17,7 +17,7 @@ from typing import Any
 from photoveil.errors import InvalidInput, NotFound
 
 MODEL_SOURCES = ("registry", "zoo", "tiny")
-GALLERY_INDEXES = ("auto", "exact", "flat", "ivf")
+GALLERY_INDEXES = ("auto", "exact", "flat", "ivf", "hnsw")
 GALLERY_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -118,10 +118,15 @@ class GalleryIndexConfig:
     """How Identify searches a model's embeddings (``[gallery_index]``; see photoveil.server.vector_index)."""
 
     # exact: a numpy scan of every embedding (the reference); flat: a FAISS flat index (exact too);
-    # ivf: a FAISS inverted-file index (approximate); auto: flat below ivf_threshold, ivf from it on
+    # ivf: a FAISS inverted-file index (approximate); hnsw: a FAISS HNSW graph (approximate);
+    # auto: flat below ivf_threshold, ivf from it on
     kind: str = "auto"
     ivf_threshold: int = 50_000     # auto: embeddings of one model from which the IVF index is used
     nprobe: int = 32                # ivf: inverted lists scanned per query (recall vs latency)
+    # hnsw: a FAISS HNSW graph (approximate; deletions hidden until a rebuild); neighbours per node and
+    # the candidate list width per query (recall vs latency, photoveil gallery bench)
+    hnsw_m: int = 32
+    ef_search: int = 64
     # 0: every Identify/Verify asks the store for its generation, so it sees every enrolment that was
     # acknowledged (by any replica) before it started; > 0: asks at most this often (staleness bound)
     refresh_ms: float = 0.0
@@ -133,6 +138,10 @@ class GalleryIndexConfig:
             raise InvalidInput(f"gallery_index.ivf_threshold must be in 1..{1 << 31}, got {self.ivf_threshold}")
         if not 1 <= self.nprobe <= 65536:
             raise InvalidInput(f"gallery_index.nprobe must be in 1..65536, got {self.nprobe}")
+        if not 4 <= self.hnsw_m <= 128:
+            raise InvalidInput(f"gallery_index.hnsw_m must be in 4..128, got {self.hnsw_m}")
+        if not 1 <= self.ef_search <= 65536:
+            raise InvalidInput(f"gallery_index.ef_search must be in 1..65536, got {self.ef_search}")
         if not 0 <= self.refresh_ms <= 60_000:
             raise InvalidInput(f"gallery_index.refresh_ms must be in 0..60000, got {self.refresh_ms}")
 

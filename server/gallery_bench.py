@@ -9,8 +9,8 @@ A query is an enrolled vector plus Gaussian noise at cosine ~0.8 to it (a new ph
 enrolled face); the reference answer is exact search over every entry, and
 ``recall_at_1`` is the fraction of queries whose top-1 identity equals the exact one.
 
-Records: ``backend, index, nprobe, entries, dim, queries, p50_ms, p99_ms, qps`` (single
-thread, closed loop), ``recall_at_1``, ``index_mb`` (rows + index), ``build_s`` (index
+Records: ``backend, index, nprobe`` (ivf), ``ef_search`` (hnsw), ``entries, dim, queries,
+p50_ms, p99_ms, qps`` (single thread, closed loop), ``recall_at_1``, ``index_mb`` (rows + index), ``build_s`` (index
 build/train from loaded rows), ``load_s`` (rows read from the store), ``enrol_rows_per_s``,
 ``rss_max_mb`` (the bench process' peak resident memory so far). Exact and flat scans read
 every vector per query, so they are timed on the first 200 queries.
@@ -35,7 +35,7 @@ BACKENDS = ("sqlite", "postgres")
 BATCH = 50_000
 QUERY_COSINE = 0.8
 SCAN_TIMED_QUERIES = 200  # exact and flat read every vector per query (~0.15 s at 10^6 here): time a subset
-COLUMNS = ("backend", "index", "nprobe", "entries", "dim", "p50_ms", "p99_ms", "qps", "recall_at_1", "index_mb",
+COLUMNS = ("backend", "index", "nprobe", "ef_search", "entries", "dim", "p50_ms", "p99_ms", "qps", "recall_at_1", "index_mb",
            "build_s", "load_s", "enrol_rows_per_s")
 
 
@@ -73,7 +73,7 @@ def _time_queries(store: GalleryStore, model: str, dim: int, queries: np.ndarray
 
 
 def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str], nprobes: list[int],
-              n_queries: int, seed: int, log) -> list[dict]:
+              n_queries: int, seed: int, log, efs: list[int] = (64,)) -> list[dict]:
     model = f"bench-{uuid.uuid4().hex[:8]}"
     vectors = synthetic(entries, dim, seed)
     names = [f"person-{i}" for i in range(entries)]
@@ -102,15 +102,21 @@ def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str]
             t0 = time.perf_counter()
             index = store.replace_index(model, dim, GalleryIndex(dim, GalleryIndexConfig(kind=kind)).load(rows))
             build_s = time.perf_counter() - t0
-            for nprobe in (nprobes if kind == "ivf" else [0]):
-                if nprobe:
-                    index.set_nprobe(nprobe)
+            knobs = [("nprobe", v) for v in nprobes] if kind == "ivf" else (
+                [("ef_search", v) for v in efs] if kind == "hnsw" else [(None, 0)])
+            for knob, value in knobs:
+                nprobe = value if knob == "nprobe" else 0
+                if knob == "nprobe":
+                    index.set_nprobe(value)
+                elif knob == "ef_search":
+                    index.set_ef_search(value)
                 timed = queries[:SCAN_TIMED_QUERIES] if kind in ("exact", "flat") else queries
                 _time_queries(store, model, dim, timed[:20])  # warm-up
                 ms, top1 = _time_queries(store, model, dim, timed)
                 recall = float(np.mean([a == b for a, b in zip(top1, exact_top1)]))  # zip: the timed ones
                 records.append({
-                    "backend": backend, "index": kind, "nprobe": nprobe or None, "entries": entries, "dim": dim,
+                    "backend": backend, "index": kind, "nprobe": nprobe or None,
+                    "ef_search": value if knob == "ef_search" else None, "entries": entries, "dim": dim,
                     "queries": len(timed), "p50_ms": round(_percentile(ms, 50), 3),
                     "p99_ms": round(_percentile(ms, 99), 3), "qps": round(1e3 / np.mean(ms), 1),
                     "recall_at_1": round(recall, 4), "index_mb": round(index.memory_bytes() / 2 ** 20, 1),
@@ -118,7 +124,7 @@ def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str]
                     "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                     "data": "synthetic"})
                 r = records[-1]
-                log(f"    {kind}{f' nprobe {nprobe}' if nprobe else ''}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+                log(f"    {kind}{f' {knob} {value}' if knob else ''}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
                     f"recall@1 {r['recall_at_1']}, {r['index_mb']} MB, built in {r['build_s']} s")
     finally:
         store.close()
@@ -138,17 +144,19 @@ def _drop(url: str, model: str) -> None:
 
 def run_bench(backends: list[str], sizes: list[int], dim: int = 128, kinds: list[str] = ("exact", "flat", "ivf"),
               nprobes: list[int] = (32,), n_queries: int = 1000, gallery_url: str = "", seed: int = 0,
-              log=print) -> list[dict]:
+              log=print, efs: list[int] = (64,)) -> list[dict]:
     bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
         raise InvalidInput(f"--backends {','.join(backends)!r}: accepted {', '.join(BACKENDS)}")
     bad = [k for k in kinds if k not in GALLERY_INDEXES or k == "auto"]
     if bad or not kinds:
-        raise InvalidInput(f"--indexes {','.join(kinds)!r}: accepted exact, flat, ivf")
+        raise InvalidInput(f"--indexes {','.join(kinds)!r}: accepted exact, flat, ivf, hnsw")
     if not sizes or any(not 100 <= s <= 10_000_000 for s in sizes):
         raise InvalidInput("--sizes must be integers in 100..10000000")
     if not 2 <= dim <= 4096 or not 10 <= n_queries <= 100_000 or any(not 1 <= p <= 65536 for p in nprobes):
         raise InvalidInput("--dim must be in 2..4096, --queries in 10..100000, --nprobe values in 1..65536")
+    if any(not 1 <= e <= 65536 for e in efs):
+        raise InvalidInput("--ef-search values must be in 1..65536")
     if "postgres" in backends and not gallery_url:
         raise InvalidInput("--backends postgres needs --gallery-url postgresql://... (a database it may write to)")
     records: list[dict] = []
@@ -156,7 +164,8 @@ def run_bench(backends: list[str], sizes: list[int], dim: int = 128, kinds: list
         for backend in backends:
             for n in sizes:
                 where = gallery_url if backend == "postgres" else str(Path(tmp) / f"bench-{n}.sqlite3")
-                records += bench_one(backend, where, n, dim, list(kinds), list(nprobes), n_queries, seed, log)
+                records += bench_one(backend, where, n, dim, list(kinds), list(nprobes), n_queries, seed, log,
+                                     list(efs))
     return records
 
 

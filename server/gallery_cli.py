@@ -29,8 +29,9 @@ def register(sub) -> None:
     p.add_argument("--gallery-url", default="", help="postgresql://... database for the postgres backend")
     p.add_argument("--sizes", default="10000,100000,1000000", help="comma list of gallery entries [1e4,1e5,1e6]")
     p.add_argument("--dim", type=int, default=128, help="embedding dimension [128]")
-    p.add_argument("--indexes", default="exact,flat,ivf", help="comma list of exact | flat | ivf [all]")
+    p.add_argument("--indexes", default="exact,flat,ivf,hnsw", help="comma list of exact | flat | ivf | hnsw [all]")
     p.add_argument("--nprobe", default="32", help="comma list of IVF lists scanned per query [32]")
+    p.add_argument("--ef-search", default="64", help="comma list of HNSW candidates per query [64]")
     p.add_argument("--queries", type=int, default=1000, help="single-query Identify calls per setting [1000]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON record per line")
@@ -46,7 +47,8 @@ def _bench(args) -> int:
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     records = run_bench(_words(args.backends), _ints(args.sizes, "--sizes"), args.dim, _words(args.indexes),
-                        _ints(args.nprobe, "--nprobe"), args.queries, args.gallery_url, args.seed, log=log)
+                        _ints(args.nprobe, "--nprobe"), args.queries, args.gallery_url, args.seed, log=log,
+                        efs=_ints(args.ef_search, "--ef-search"))
     if args.json:
         for r in records:
             print(json.dumps(r))

@@ -3,14 +3,18 @@
 A :class:`GalleryIndex` holds every embedding of one (model id, dimension) — record ids
 (ascending), unit vectors, identity codes — and, by ``gallery_index.kind``, a FAISS index
 over them: ``flat`` (exact inner product), ``ivf`` (inverted lists of 8-bit scalar-quantized
-vectors, approximate; ``nprobe`` lists scanned per query, candidates re-scored exactly) or, for ``auto``, flat below ``ivf_threshold`` entries and IVF
-from there on. ``exact`` keeps no FAISS index: a numpy scan, the reference every other
+vectors, approximate; ``nprobe`` lists scanned per query, candidates re-scored exactly),
+``hnsw`` (a navigable small-world graph of the float vectors, approximate; ``ef_search``
+candidates per query) or, for ``auto``, flat below ``ivf_threshold`` entries and IVF from
+there on. ``exact`` keeps no FAISS index: a numpy scan, the reference every other
 kind is measured against (``photoveil gallery bench``).
 
 It is updated incrementally from the store's change feed (:class:`Changes`: rows of
 generations after the one it holds, and the record ids deleted since): additions are
 appended, deletions compacted out; the IVF index is retrained only when the gallery has
-grown 4x since it was trained. :class:`GalleryView` is an immutable snapshot of it.
+grown 4x since it was trained. An HNSW graph cannot remove a node: a deleted row stays in
+the graph but is never answered (a snapshot drops every id it does not hold), and the
+graph is rebuilt once a quarter of its nodes are deleted ones. :class:`GalleryView` is an immutable snapshot of it.
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ IVF_TRAIN_ITERATIONS = 10       # k-means iterations (FAISS' default 25 triples 
 _HAVE_FAISS = importlib.util.find_spec("faiss") is not None  # optional: photoveil[scale]
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 IVF_RETRAIN_GROWTH = 4          # retrain once the gallery is this many times the trained size
+HNSW_EF_CONSTRUCTION = 64       # build-time candidate list (FAISS default 40: a few points of recall less)
+HNSW_REBUILD_DELETED = 0.25     # rebuild the graph once this part of its nodes are deleted rows
 
 
 def _faiss():
@@ -45,7 +51,7 @@ def _faiss():
 
 def check_index_config(config: GalleryIndexConfig) -> None:
     """``flat``/``ivf`` need FAISS; ``auto`` without it searches exactly (numpy)."""
-    if config.kind in ("flat", "ivf") and not _HAVE_FAISS:
+    if config.kind in ("flat", "ivf", "hnsw") and not _HAVE_FAISS:
         from photoveil.errors import InvalidInput
 
         raise InvalidInput(f"gallery_index.kind {config.kind!r} needs faiss-cpu: pip install 'photoveil[scale]' "
@@ -181,6 +187,7 @@ class GalleryIndex:
         self._faiss = self._quantizer = None
         self.kind = "exact"
         self._trained_at = 0
+        self._dead = 0          # hnsw: deleted rows still in the graph
         self._lock = threading.Lock()  # FAISS add/remove vs search
         self._view: GalleryView | None = None
 
@@ -206,7 +213,9 @@ class GalleryIndex:
         # New arrays: snapshots taken before keep theirs.
         self._ids, self._vectors, self._codes = self._ids[:n][keep], self._vectors[:n][keep], self._codes[:n][keep]
         self._n = len(self._ids)
-        if self._faiss is not None:
+        if self.kind == "hnsw":  # the graph keeps the nodes; snapshots no longer hold their ids
+            self._dead += n - self._n
+        elif self._faiss is not None:
             with self._lock:
                 self._faiss.remove_ids(np.ascontiguousarray(deleted, np.int64))
 
@@ -250,7 +259,9 @@ class GalleryIndex:
 
     def _retune(self) -> None:
         wanted = self._wanted()
-        if wanted == self.kind and not (wanted == "ivf" and self._n > IVF_RETRAIN_GROWTH * self._trained_at):
+        stale = (wanted == "ivf" and self._n > IVF_RETRAIN_GROWTH * self._trained_at) or (
+            wanted == "hnsw" and self._dead > HNSW_REBUILD_DELETED * (self._n + self._dead))
+        if wanted == self.kind and not stale:
             return
         index = None
         if wanted != "exact":
@@ -258,6 +269,18 @@ class GalleryIndex:
             vectors, ids = self._vectors[:self._n], self._ids[:self._n]
             if wanted == "flat":
                 index = faiss.IndexIDMap(faiss.IndexFlatIP(self.dim))
+            elif wanted == "hnsw":
+                graph = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+                graph.hnsw.efSearch = self.config.ef_search
+                self._quantizer = graph  # the id map does not own it: keep it alive
+                index = faiss.IndexIDMap(graph)
+                faiss.omp_set_num_threads(_CORES)  # building the graph is one big job: every core
+                try:
+                    index.add_with_ids(vectors, ids)
+                finally:
+                    faiss.omp_set_num_threads(1)
+                self._dead = 0
             else:
                 nlist = min(ivf_lists(self._n), self._n // IVF_POINTS_PER_LIST)
                 quantizer = faiss.IndexFlatIP(self.dim)
@@ -276,7 +299,8 @@ class GalleryIndex:
                     faiss.omp_set_num_threads(1)
                 index.nprobe = min(self.config.nprobe, nlist)
                 self._trained_at = self._n
-            index.add_with_ids(vectors, ids)
+            if wanted != "hnsw":
+                index.add_with_ids(vectors, ids)
         with self._lock:
             self._faiss, self.kind = index, wanted
 
@@ -286,6 +310,13 @@ class GalleryIndex:
         if self.kind == "ivf":
             with self._lock:
                 self._faiss.nprobe = min(nprobe, self._faiss.nlist)
+
+    def set_ef_search(self, ef: int) -> None:
+        """HNSW candidates per query from now on (no rebuild)."""
+        self.config = GalleryIndexConfig(**{**self.config.__dict__, "ef_search": ef})
+        if self.kind == "hnsw":
+            with self._lock:
+                self._quantizer.hnsw.efSearch = ef
 
     def load(self, changes: Changes) -> "GalleryIndex":
         """``apply`` on an empty index; returns it (for building one from rows in hand)."""
@@ -320,6 +351,8 @@ class GalleryIndex:
         ntotal = self._faiss.ntotal
         if self.kind == "ivf":  # 1-byte codes + ids, and the centroids
             extra = ntotal * (self.dim + 8) + self._faiss.nlist * 4 * self.dim
+        elif self.kind == "hnsw":  # float vectors + ids, and ~2M level-0 links (int32) per node
+            extra = ntotal * (4 * self.dim + 8 + 4 * 2 * self.config.hnsw_m)
         else:
             extra = ntotal * (4 * self.dim + 8)
         return own + extra

@@ -147,10 +147,11 @@ def brute_force(names, rows, queries, k):
     return out
 
 
-@pytest.mark.parametrize("kind", ["exact", "flat", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "flat", "ivf", "hnsw"])
 def test_index_search_equals_exact_on_a_small_gallery(kind):
     names, rows, centers = clustered(150, 5, 16, seed=3)  # 750 rows: enough to train IVF
-    g = SQLiteGallery(":memory:", index=GalleryIndexConfig(kind=kind, nprobe=65536))  # IVF scans every list
+    # IVF scans every list, HNSW keeps every node a candidate: both exact here
+    g = SQLiteGallery(":memory:", index=GalleryIndexConfig(kind=kind, nprobe=65536, ef_search=1024))
     g.add_many("m", "v", names, rows)
     assert g.index("m", 16).kind == kind
     queries = centers[:40] + 0.3 * np.random.default_rng(9).normal(size=(40, 16)).astype(np.float32)
@@ -176,6 +177,29 @@ def test_ivf_with_few_probes_keeps_top1_and_follows_deletes():
     assert g.delete("m", "p0") == 3
     after = match(g.view("m", 32), queries[:1], 5)[0]
     assert "p0" not in [n for n, _ in after] and g.index("m", 32).kind == "ivf"
+    g.close()
+
+
+def test_hnsw_hides_deleted_rows_and_rebuilds_past_a_quarter():
+    names, rows, centers = clustered(300, 3, 32, seed=7)
+    g = SQLiteGallery(":memory:", index=GalleryIndexConfig(kind="hnsw", ef_search=32))
+    g.add_many("m", "v", names, rows)
+    index = g.index("m", 32)
+    assert index.kind == "hnsw"
+    queries = centers + 0.3 * np.random.default_rng(2).normal(size=centers.shape).astype(np.float32)
+    exact = GalleryView(g.view("m", 32).ids, names, rows)
+    top1 = [r[0][0] for r in match(g.view("m", 32), queries, 1)]
+    assert np.mean([a == b for a, b in zip(top1, [r[0][0] for r in match(exact, queries, 1)])]) >= 0.95
+    graph = index._faiss
+    for k in range(20):  # 60 of 900 rows deleted: hidden, the graph is not rebuilt
+        assert g.delete("m", f"p{k}") == 3
+    after = match(g.view("m", 32), queries[:20], 5)
+    assert all(f"p{k}" not in [n for n, _ in row] for k, row in enumerate(after))
+    assert g.index("m", 32)._faiss is graph and g.index("m", 32)._dead == 60
+    for k in range(20, 90):  # 270 of 900 deleted (30 %): rebuilt without them
+        g.delete("m", f"p{k}")
+    index = g.index("m", 32)
+    assert index._faiss is not graph and index._dead == 0 and index._faiss.ntotal == 900 - 270
     g.close()
 
 
@@ -258,7 +282,9 @@ def test_unreachable_postgres_is_a_clear_error(tmp_path):
     ({"gallery_url": "mysql://db/x"}, "must start with postgresql://"),
     ({"gallery_url": "postgresql://db/x", "gallery_path": "g.sqlite3"}, "not both"),
     ({"gallery_pool_size": 0}, "gallery_pool_size"),
-    ({"gallery_index": {"kind": "hnsw"}}, "accepted: auto, exact, flat, ivf"),
+    ({"gallery_index": {"kind": "annoy"}}, "accepted: auto, exact, flat, ivf, hnsw"),
+    ({"gallery_index": {"ef_search": 0}}, "ef_search"),
+    ({"gallery_index": {"hnsw_m": 2}}, "hnsw_m must be in 4..128"),
     ({"gallery_index": {"nprobe": 0}}, "nprobe"),
     ({"gallery_index": {"refresh": 1}}, "unknown key"),
 ])
@@ -300,7 +326,8 @@ def test_enrol_verify_identify_delete_over_grpc(store):
     (["gallery", "bench", "--backends", "postgres"], "needs --gallery-url"),
     (["gallery", "bench", "--sizes", "ten"], "comma list of integers"),
     (["gallery", "bench", "--sizes", "10"], "--sizes must be integers in 100.."),
-    (["gallery", "bench", "--indexes", "hnsw"], "accepted exact, flat, ivf"),
+    (["gallery", "bench", "--indexes", "annoy"], "accepted exact, flat, ivf, hnsw"),
+    (["gallery", "bench", "--ef-search", "0"], "--ef-search values"),
     (["gallery", "bench", "--nprobe", "0"], "--nprobe values"),
     (["loadtest", "--replicas", "2"], "needs --gallery-url"),
 ])
@@ -320,10 +347,12 @@ def test_gallery_bench_records(tmp_path, capsys):
     assert cli(["gallery", "bench", "--sizes", "2000", "--dim", "16", "--queries", "50", "--nprobe", "4,64",
                 "--json", "--out", str(tmp_path)]) == 0
     records = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
-    assert [(r["index"], r["nprobe"]) for r in records] == [("exact", None), ("flat", None), ("ivf", 4), ("ivf", 64)]
+    assert [(r["index"], r["nprobe"] or r["ef_search"]) for r in records] == [
+        ("exact", None), ("flat", None), ("ivf", 4), ("ivf", 64), ("hnsw", 64)]
     for r in records:
         assert {"backend", "index", "entries", "dim", "p50_ms", "p99_ms", "recall_at_1"} <= set(r)
         assert r["backend"] == "sqlite" and r["entries"] == 2000 and r["dim"] == 16 and 0 < r["p50_ms"] <= r["p99_ms"]
     assert records[0]["recall_at_1"] == records[1]["recall_at_1"] == 1.0  # flat is exact
     assert records[3]["recall_at_1"] >= records[2]["recall_at_1"] and records[3]["recall_at_1"] >= 0.98
+    assert records[4]["recall_at_1"] >= 0.98
     assert json.loads((tmp_path / "gallery_bench.json").read_text())["records"] == records
