@@ -8,6 +8,9 @@ asks the store for its generation, as a server does per call — then ``match``,
 A query is an enrolled vector plus Gaussian noise at cosine ~0.8 to it (a new photo of an
 enrolled face); the reference answer is exact search over every entry, and
 ``recall_at_1`` is the fraction of queries whose top-1 identity equals the exact one.
+With ``--embeddings lfw`` the gallery is instead real embeddings of every LFW image by one
+recognizer (:func:`lfw_set`; one held-out image per probed identity), and the records add
+``top1_accuracy``: the probes whose top-1 is their true identity.
 
 Records: ``backend, index, nprobe`` (ivf), ``ef_search`` (hnsw), ``entries, dim, queries,
 p50_ms, p99_ms, qps`` (single thread, closed loop), ``recall_at_1``, ``index_mb`` (rows + index), ``build_s`` (index
@@ -22,6 +25,7 @@ import resource
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +45,85 @@ COLUMNS = ("backend", "index", "nprobe", "ef_search", "entries", "dim", "p50_ms"
 
 def synthetic(n: int, dim: int, seed: int) -> np.ndarray:
     return unit_rows(np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32))
+
+
+@dataclass
+class Embeddings:
+    """A gallery to enrol (``names[i]`` owns ``vectors[i]``) and the probes searched in it."""
+
+    names: list[str]
+    vectors: np.ndarray
+    queries: np.ndarray
+    query_names: list[str] | None   # the probes' true identities (real data only)
+    data: str
+
+
+def synthetic_set(entries: int, dim: int, n_queries: int, seed: int) -> Embeddings:
+    vectors = synthetic(entries, dim, seed)
+    return Embeddings([f"person-{i}" for i in range(entries)], vectors, probes(vectors, n_queries, seed), None,
+                      "synthetic")
+
+
+def lfw_set(model: str, lfw: str | None, n_queries: int, seed: int, cache_dir: str | None = None,
+            limit: int = 0, log=print) -> Embeddings:
+    """Real embeddings: every LFW image (landmark-aligned for ``model``; centre crop where
+    BlazeFace finds no face) through the recognizer ``model``. One image of each of up to
+    ``n_queries`` seeded identities with >= 2 images is the probe; all others are enrolled
+    under their identity. The embeddings are cached in ``<cache>/gallery-bench-<model>.npz``."""
+    import torch
+
+    from photoveil.data.faces import scan_identity_folder
+    from photoveil.facemodels import registry
+    from photoveil.facemodels.align import align_faces
+    from photoveil.facemodels.detect import NoFaceDetected, default_detector
+    from photoveil.facemodels.embed import embed
+    from photoveil.imageops import input_hw
+    from photoveil.paths import cache_dir as resolve, default_lfw_dir
+
+    folder = scan_identity_folder(lfw or default_lfw_dir())
+    samples = folder.samples()
+    if limit:
+        samples = [samples[i] for i in sorted(np.random.default_rng(seed).choice(len(samples), min(limit, len(samples)),
+                                                                              replace=False))]
+    keys = [str(p) for p, _ in samples]
+    cache = resolve(cache_dir) / f"gallery-bench-{model}.npz"
+    known: dict[str, np.ndarray] = {}
+    if cache.is_file():
+        with np.load(cache) as z:
+            known = dict(zip(z["paths"].tolist(), z["vectors"]))
+    todo = [k for k in keys if k not in known]
+    if todo:
+        net = registry.load(model, cache_dir=cache_dir)
+        size = input_hw(net)[0]
+        detector = default_detector(cache_dir=cache_dir)
+        t0 = time.perf_counter()
+        for lo in range(0, len(todo), 64):
+            faces = []
+            for path in todo[lo:lo + 64]:
+                try:
+                    faces.append(align_faces([path], size, model=model, detector=detector, pick="center")[0])
+                except NoFaceDetected:
+                    faces.append(align_faces([path], size, alignment="center")[0])
+            for path, e in zip(todo[lo:lo + 64], embed(net, torch.stack(faces)).numpy()):
+                known[path] = e
+            log(f"  embedded {min(lo + 64, len(todo))}/{len(todo)} LFW images with {model} "
+                f"({time.perf_counter() - t0:.0f} s)")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, paths=np.array(list(known)), vectors=np.stack(list(known.values())).astype(np.float32))
+        tmp.replace(cache)
+    names = [folder.identities[label] for _, label in samples]
+    vectors = unit_rows(np.stack([known[k] for k in keys]))
+    by_name: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        by_name.setdefault(n, []).append(i)
+    multi = sorted(n for n, rows in by_name.items() if len(rows) >= 2)
+    picked = sorted(np.random.default_rng(seed + 1).choice(len(multi), min(n_queries, len(multi)), replace=False))
+    probe_rows = {by_name[multi[i]][-1] for i in picked}
+    keep = [i for i in range(len(names)) if i not in probe_rows]
+    order = sorted(probe_rows)
+    return Embeddings([names[i] for i in keep], vectors[keep], vectors[order], [names[i] for i in order],
+                      f"lfw-{model}")
 
 
 def probes(gallery: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -72,11 +155,11 @@ def _time_queries(store: GalleryStore, model: str, dim: int, queries: np.ndarray
     return ms, top1
 
 
-def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str], nprobes: list[int],
-              n_queries: int, seed: int, log, efs: list[int] = (64,)) -> list[dict]:
+def bench_one(backend: str, where: str, gallery: Embeddings, kinds: list[str], nprobes: list[int], log,
+              efs: list[int] = (64,)) -> list[dict]:
     model = f"bench-{uuid.uuid4().hex[:8]}"
-    vectors = synthetic(entries, dim, seed)
-    names = [f"person-{i}" for i in range(entries)]
+    vectors, names, queries = gallery.vectors, gallery.names, gallery.queries
+    entries, dim = vectors.shape
     store = _open(backend, where)
     try:
         t0 = time.perf_counter()
@@ -85,8 +168,7 @@ def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str]
         enrol_rate = entries / (time.perf_counter() - t0)
     finally:
         store.close()
-    log(f"  {backend} {entries}: enrolled at {enrol_rate:.0f} rows/s")
-    queries = probes(vectors, n_queries, seed)
+    log(f"  {backend} {entries} ({gallery.data}): enrolled at {enrol_rate:.0f} rows/s")
     reference = GalleryIndex(dim, GalleryIndexConfig(kind="exact")).load(
         Changes(0, np.arange(entries, dtype=np.int64), names, vectors, np.zeros(0, np.int64)))
     exact_top1 = [r[0][0] for r in match(reference.snapshot(), queries, 1)]
@@ -114,6 +196,8 @@ def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str]
                 _time_queries(store, model, dim, timed[:20])  # warm-up
                 ms, top1 = _time_queries(store, model, dim, timed)
                 recall = float(np.mean([a == b for a, b in zip(top1, exact_top1)]))  # zip: the timed ones
+                truth = ({"top1_accuracy": round(float(np.mean([a == b for a, b in zip(top1, gallery.query_names)])), 4)}
+                         if gallery.query_names else {})
                 records.append({
                     "backend": backend, "index": kind, "nprobe": nprobe or None,
                     "ef_search": value if knob == "ef_search" else None, "entries": entries, "dim": dim,
@@ -122,7 +206,7 @@ def bench_one(backend: str, where: str, entries: int, dim: int, kinds: list[str]
                     "recall_at_1": round(recall, 4), "index_mb": round(index.memory_bytes() / 2 ** 20, 1),
                     "build_s": round(build_s, 2), "load_s": round(load_s, 2), "enrol_rows_per_s": round(enrol_rate),
                     "rss_max_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                    "data": "synthetic"})
+                    "data": gallery.data, **truth})
                 r = records[-1]
                 log(f"    {kind}{f' {knob} {value}' if knob else ''}: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
                     f"recall@1 {r['recall_at_1']}, {r['index_mb']} MB, built in {r['build_s']} s")
@@ -142,9 +226,9 @@ def _drop(url: str, model: str) -> None:
             conn.execute(f"DELETE FROM {table} WHERE model_id = %s", (model,))
 
 
-def run_bench(backends: list[str], sizes: list[int], dim: int = 128, kinds: list[str] = ("exact", "flat", "ivf"),
-              nprobes: list[int] = (32,), n_queries: int = 1000, gallery_url: str = "", seed: int = 0,
-              log=print, efs: list[int] = (64,)) -> list[dict]:
+def check_args(backends: list[str], sizes: list[int], dim: int, kinds: list[str], nprobes: list[int],
+               n_queries: int, gallery_url: str, efs: list[int]) -> None:
+    """The bench's arguments, checked before any data is made or model loads."""
     bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
         raise InvalidInput(f"--backends {','.join(backends)!r}: accepted {', '.join(BACKENDS)}")
@@ -159,13 +243,21 @@ def run_bench(backends: list[str], sizes: list[int], dim: int = 128, kinds: list
         raise InvalidInput("--ef-search values must be in 1..65536")
     if "postgres" in backends and not gallery_url:
         raise InvalidInput("--backends postgres needs --gallery-url postgresql://... (a database it may write to)")
+
+
+def run_bench(backends: list[str], sizes: list[int], dim: int = 128, kinds: list[str] = ("exact", "flat", "ivf"),
+              nprobes: list[int] = (32,), n_queries: int = 1000, gallery_url: str = "", seed: int = 0,
+              log=print, efs: list[int] = (64,), real: Embeddings | None = None) -> list[dict]:
+    """One record per (backend, gallery, index, knob); the galleries are synthetic ones of
+    each of ``sizes`` entries, or the ``real`` one (:func:`lfw_set`) instead."""
+    check_args(backends, sizes, dim, kinds, nprobes, n_queries, gallery_url, efs)
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="photoveil-gallery-bench-") as tmp:
         for backend in backends:
-            for n in sizes:
+            for n in ([len(real.names)] if real is not None else sizes):
                 where = gallery_url if backend == "postgres" else str(Path(tmp) / f"bench-{n}.sqlite3")
-                records += bench_one(backend, where, n, dim, list(kinds), list(nprobes), n_queries, seed, log,
-                                     list(efs))
+                gallery = real if real is not None else synthetic_set(n, dim, n_queries, seed)
+                records += bench_one(backend, where, gallery, list(kinds), list(nprobes), log, list(efs))
     return records
 
 

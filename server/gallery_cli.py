@@ -33,6 +33,12 @@ def register(sub) -> None:
     p.add_argument("--nprobe", default="32", help="comma list of IVF lists scanned per query [32]")
     p.add_argument("--ef-search", default="64", help="comma list of HNSW candidates per query [64]")
     p.add_argument("--queries", type=int, default=1000, help="single-query Identify calls per setting [1000]")
+    p.add_argument("--embeddings", choices=("synthetic", "lfw"), default="synthetic",
+                   help="synthetic unit vectors at each --sizes, or real embeddings of the LFW images [synthetic]")
+    p.add_argument("--model", default="faceapi-resnet34", help="recognizer embedding LFW (--embeddings lfw)")
+    p.add_argument("--lfw", default=None, help="LFW root for --embeddings lfw (default: $PHOTOVEIL_LFW or shared)")
+    p.add_argument("--lfw-limit", type=int, default=0, help="seeded sample of LFW images (0 = all) [0]")
+    p.add_argument("--cache-dir", default=None, help="face models and the embedding cache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON record per line")
     p.add_argument("--out", help="folder for gallery_bench.json and gallery_bench.md")
@@ -43,12 +49,24 @@ def _bench(args) -> int:
     import json
     import sys
 
-    from photoveil.server.gallery_bench import run_bench, table, write
+    from photoveil.errors import InvalidInput
+    from photoveil.server.gallery_bench import check_args, lfw_set, run_bench, table, write
 
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    records = run_bench(_words(args.backends), _ints(args.sizes, "--sizes"), args.dim, _words(args.indexes),
-                        _ints(args.nprobe, "--nprobe"), args.queries, args.gallery_url, args.seed, log=log,
-                        efs=_ints(args.ef_search, "--ef-search"))
+    backends, sizes, kinds = _words(args.backends), _ints(args.sizes, "--sizes"), _words(args.indexes)
+    nprobes, efs = _ints(args.nprobe, "--nprobe"), _ints(args.ef_search, "--ef-search")
+    check_args(backends, sizes, args.dim, kinds, nprobes, args.queries, args.gallery_url, efs)
+    real = None
+    if args.embeddings == "lfw":  # checked before any model loads too
+        from photoveil.facemodels import registry
+
+        if registry.get_spec(args.model).role != "recognizer":
+            raise InvalidInput(f"--model {args.model!r} is not a face recognizer")
+        if args.lfw_limit < 0:
+            raise InvalidInput(f"--lfw-limit must be >= 0, got {args.lfw_limit}")
+        real = lfw_set(args.model, args.lfw, args.queries, args.seed, args.cache_dir, args.lfw_limit, log)
+    records = run_bench(backends, sizes, args.dim, kinds, nprobes, args.queries, args.gallery_url, args.seed,
+                        log=log, efs=efs, real=real)
     if args.json:
         for r in records:
             print(json.dumps(r))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -356,3 +357,19 @@ def test_gallery_bench_records(tmp_path, capsys):
     assert records[3]["recall_at_1"] >= records[2]["recall_at_1"] and records[3]["recall_at_1"] >= 0.98
     assert records[4]["recall_at_1"] >= 0.98
     assert json.loads((tmp_path / "gallery_bench.json").read_text())["records"] == records
+
+
+@pytest.mark.models
+def test_gallery_bench_on_real_lfw_embeddings(face_models_dir, capsys):
+    import json
+
+    from photoveil.cli import main as cli
+
+    lfw = Path(__file__).parent / "fixtures" / "lfw_small"
+    assert cli(["gallery", "bench", "--embeddings", "lfw", "--lfw", str(lfw), "--model", "mobileface",
+                "--indexes", "exact,hnsw", "--queries", "10", "--json"]) == 0
+    records = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert [r["index"] for r in records] == ["exact", "hnsw"]
+    for r in records:  # 10 identities with >= 2 images: one probe each, every other image enrolled
+        assert r["data"] == "lfw-mobileface" and r["queries"] == 10 and r["dim"] == 256
+        assert r["top1_accuracy"] >= 0.6 and r["recall_at_1"] == 1.0
