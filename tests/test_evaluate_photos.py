@@ -122,3 +122,25 @@ def test_own_photos_report(face_models_dir, people, tmp_path):
     # and the protection acts on them: the authorized model keeps them, faceres loses some
     # (6 probes among 3 people: too few to demand chance; the report's interval says so)
     assert top1["faceapi-resnet34"]["value"] >= 4 / 6 and top1["faceres"]["value"] < clean["faceres"]
+
+
+@pytest.mark.models
+def test_face_patch_crops_equal_full_photo_crops(face_models_dir, people, tmp_path):
+    """Crops are cut from a shrunk patch around the face, not the full photo: the same
+    pixels up to resampling, for every model's template and size."""
+    from photoveil.client.photos import read_photo
+    from photoveil.evaluation.photos import PhotoIndex
+    from photoveil.facemodels.align import landmark_matrix, model_template
+    from photoveil.facemodels.regions import aligned_crop
+
+    index = PhotoIndex.open(people)
+    paths = [str(p) for files in index.people.values() for p in files]
+    assert index.locate(paths, progress=False) == [p for p in paths if p.endswith("grey.png")]
+    index._patches.clear()  # the crop path that re-reads the photo, too
+    for path in [p for p in paths if p in index.faces][:4]:
+        full = torch.from_numpy(read_photo(Path(path))).permute(2, 0, 1).float() / 255.0
+        for model, size in (("faceapi-resnet34", 150), ("mobileface", 112)):
+            kind, zoom = model_template(model)
+            want = aligned_crop(full, landmark_matrix(index.faces[path].keypoints, size, zoom, kind), size)
+            got = index.crop(path, size, model)
+            assert got.shape == want.shape and float((got - want).abs().mean()) < 0.005

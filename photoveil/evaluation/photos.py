@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from photoveil.errors import InvalidInput, NotFound
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "eval-photo-faces.json"
+PATCH_FACE_PX = 320      # a face patch keeps the face at most this wide (crops are <= 160 px)
+PATCH_CONTEXT = 2.2      # patch side as a multiple of the face box (every model's template fits)
+PATCHES_KEPT = 512       # face patches held in memory (~1.5 MB each); others are re-read
 
 
 def list_photos(root: str | os.PathLike) -> dict[str, list[Path]]:
@@ -81,6 +85,7 @@ class PhotoIndex:
     faces: dict[str, PhotoFace] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)   # path -> reason
     detector: object = None
+    _patches: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def open(cls, root: str | os.PathLike, cache_dir: str | None = None, detector=None) -> "PhotoIndex":
@@ -135,6 +140,8 @@ class PhotoIndex:
                 hit = self._detect(photo)
                 self._cache[key] = hit
                 changed = True
+                if hit["faces"]:
+                    self._keep_patch(path, photo, hit["box"])
             if hit["faces"] == 0:
                 h, w = hit["hw"]
                 self.skipped[path] = f"no face found in the {w}x{h} photo"
@@ -167,9 +174,36 @@ class PhotoIndex:
         except OSError as exc:  # read-only cache: detections are redone next time
             log.warning("cannot write the photo-face cache %s: %s", self.cache_file, exc)
 
+    def _keep_patch(self, path: str, photo, box) -> tuple[torch.Tensor, "np.ndarray"]:
+        """The face's surroundings, shrunk so the face is at most PATCH_FACE_PX wide, and the
+        photo->patch matrix: every crop of the run is cut from it, not from the full photo."""
+        import numpy as np
+        import torch.nn.functional as F
+
+        h, w = photo.shape[:2]
+        bw = max(1.0, box[2] - box[0], box[3] - box[1])
+        cx, cy, half = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, PATCH_CONTEXT * bw / 2
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        x1, y1 = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+        part = torch.from_numpy(photo[y0:y1, x0:x1]).permute(2, 0, 1).float()
+        scale = min(1.0, PATCH_FACE_PX / bw)
+        if scale < 1.0:
+            hh, ww = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
+            part = F.interpolate(part[None], size=(hh, ww), mode="bilinear", antialias=True, align_corners=False)[0]
+        sx, sy = part.shape[2] / (x1 - x0), part.shape[1] / (y1 - y0)
+        # patch pixel q <- photo pixel p: q = (p - origin + 0.5) * s - 0.5
+        to_patch = np.array([[sx, 0, (0.5 - x0) * sx - 0.5], [0, sy, (0.5 - y0) * sy - 0.5], [0, 0, 1.0]])
+        entry = (part.round().clamp(0, 255).to(torch.uint8), to_patch)
+        self._patches[path] = entry
+        while len(self._patches) > PATCHES_KEPT:
+            self._patches.popitem(last=False)
+        return entry
+
     def crop(self, path: str, size: int, model: str | None) -> torch.Tensor:
         """The aligned ``[3, size, size]`` crop of ``path``'s face on ``model``'s template
         (the crop ``protect`` sends for that model)."""
+        import numpy as np
+
         from photoveil.client.photos import read_photo
         from photoveil.facemodels.align import landmark_matrix, model_template
         from photoveil.facemodels.regions import aligned_crop
@@ -179,9 +213,14 @@ class PhotoIndex:
         if path not in self.faces:
             raise InvalidInput(f"{path!r}: {self.skipped[path]}")
         face = self.faces[path]
-        image = torch.from_numpy(read_photo(Path(path))).permute(2, 0, 1).float() / 255.0
+        entry = self._patches.get(path)
+        if entry is None:
+            entry = self._keep_patch(path, read_photo(Path(path)), face.box)
+        self._patches.move_to_end(path)
+        patch, to_patch = entry
         kind, zoom = model_template(model)
-        return aligned_crop(image, landmark_matrix(face.keypoints, size, zoom, kind), size)
+        m = np.vstack([landmark_matrix(face.keypoints, size, zoom, kind), [0, 0, 1.0]]) @ np.linalg.inv(to_patch)
+        return aligned_crop(patch.float() / 255.0, m[:2], size)
 
     def summary(self) -> dict:
         """Counts written to ``config.json`` (``photos``) and read by the plain report."""
