@@ -144,3 +144,14 @@ def test_face_patch_crops_equal_full_photo_crops(face_models_dir, people, tmp_pa
             want = aligned_crop(full, landmark_matrix(index.faces[path].keypoints, size, zoom, kind), size)
             got = index.crop(path, size, model)
             assert got.shape == want.shape and float((got - want).abs().mean()) < 0.005
+
+
+def test_lfw_layout_is_read_as_frames_unless_told(tmp_path):
+    from photoveil.evaluation.config import EvalConfig
+
+    lfw = Path(__file__).parent / "fixtures" / "lfw_small"
+    assert not EvalConfig(data=str(lfw)).uses_photos                        # pairs.txt: LFW frames
+    assert EvalConfig(data=str(lfw), faces="photos").uses_photos
+    assert EvalConfig(data=str(tmp_path)).uses_photos                       # a user's folder
+    assert not EvalConfig(data=str(tmp_path), alignment="center").uses_photos
+    assert not EvalConfig().uses_photos                                     # the shared LFW

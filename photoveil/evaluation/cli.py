@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="your own labelled photos, DIR/<person>/<photo> (>= 2 people with >= 2 photos each; full "
                         "photos are oriented and their largest face found as `protect` does; the report says in "
                         "plain words which recognizers still recognise each person). Default: the shared LFW")
+    p.add_argument("--faces", choices=("auto", "photos", "frames"), default="auto",
+                   help="photos: find each face as `protect` does (full photos); frames: pre-cropped LFW-style "
+                        "frames (BlazeFace, centre crop where none is found); auto: photos for a --data folder "
+                        "without pairs.txt, frames otherwise (default)")
     p.add_argument("--identities", type=int, default=20, help="test identities (seeded subset; default 20)")
     p.add_argument("--identity-split", choices=("all", "heldout"), default="all",
                    help="heldout: draw test identities only from the 20%% that generator training holds out")
@@ -55,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="privacy/utility curve along one hyper-parameter, e.g. steps=25,50,100 or init_sigma=40,60,80")
     p.add_argument("--attacks", default=None,
                    help=f"comma-separated subset of {','.join(ATTACK_CHOICES)} (image metrics always run; default "
-                        f"all, or abuse,attributes with --data)")
+                        f"all, or abuse,attributes on your own photos)")
     p.add_argument("--transforms", default=None,
                    help="robustness transforms (default all: jpeg95,jpeg75,jpeg50,down0.5,blur1)")
     p.add_argument("--kappa", type=float, default=0.2, help="Eq. 10 similarity threshold (default 0.2)")
@@ -100,18 +104,20 @@ def config_from_args(args: argparse.Namespace):
         overrides = method_overrides(args, args.method, PROTECTION_METHODS)
         build_config(args.method, preset_arg(args), overrides)
     evaluated = _csv(args.evaluated)
+    probe = EvalConfig(method=args.method, data=str(args.data) if args.data else None, alignment=args.alignment,
+                       faces=args.faces)
     attacks = _csv(args.attacks) if args.attacks is not None else (
-        ("abuse", "attributes") if args.data else ATTACK_CHOICES)
+        ("abuse", "attributes") if probe.uses_photos else ATTACK_CHOICES)
     if args.data:  # a cheap look at the file names, before any model loads
-        from photoveil.evaluation.photos import list_photos
+        if probe.uses_photos:
+            from photoveil.evaluation.photos import list_photos
 
-        if args.alignment == "landmarks":
             list_photos(args.data)
         else:
             from photoveil.data.faces import scan_identity_folder
 
             scan_identity_folder(args.data)
-    return EvalConfig(
+    return EvalConfig(faces=args.faces, 
         method=args.method, authorized=tuple(args.authorized or ("faceapi-resnet34",)),
         evaluated=None if evaluated in ((), ("all",)) else evaluated, separately=args.separately,
         data=str(args.data) if args.data else None, identities=args.identities, identity_split=args.identity_split,

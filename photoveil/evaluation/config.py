@@ -10,6 +10,7 @@ from photoveil.evaluation import metrics as M
 from photoveil.evaluation.attacks import ATTACKS
 
 METHODS = ("pmt", "fmd", "generator", "none")
+FACE_SOURCES = ("auto", "photos", "frames")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class EvalConfig:
     up_sigma: float = 0.1
     up_kappa: float = 0.3
     alignment: str = "landmarks"
+    faces: str = "auto"                          # photos | frames | auto (see uses_photos)
     recon_train_images: int = 1000
     recon_test_images: int = 16
     recon_epochs: int = 30
@@ -56,6 +58,8 @@ class EvalConfig:
             raise InvalidInput("give at least one --authorized recognizer")
         if self.method == "fmd" and len(self.authorized) > 1:
             self.separately = True  # FMD protects for one authorized model at a time
+        if self.faces not in FACE_SOURCES:
+            raise InvalidInput(f"faces must be one of {', '.join(FACE_SOURCES)}, got {self.faces!r}")
         if self.identity_split not in ("all", "heldout"):
             raise InvalidInput(f"identity_split must be all or heldout, got {self.identity_split!r}")
         bad = set(self.attacks) - set(ATTACKS)
@@ -75,9 +79,17 @@ class EvalConfig:
 
     @property
     def uses_photos(self) -> bool:
-        """``--data`` with landmark alignment: the folder is read as the user's own photos
-        (:mod:`photoveil.evaluation.photos`), not as pre-cropped LFW frames."""
-        return self.data is not None and self.alignment == "landmarks"
+        """Whether faces are found as ``protect`` finds them in full photos
+        (:mod:`photoveil.evaluation.photos`) rather than taken from pre-cropped LFW-style
+        frames: ``faces = photos``, or ``auto`` with a ``--data`` folder that is not in the
+        LFW layout (no ``pairs.txt``), in both cases with landmark alignment."""
+        if self.alignment != "landmarks" or self.faces == "frames":
+            return False
+        if self.faces == "photos":
+            return True
+        from pathlib import Path
+
+        return self.data is not None and not (Path(self.data).expanduser() / "pairs.txt").is_file()
 
     def settings(self) -> list[tuple[str, ...]]:
         """The authorized settings protected in turn: one per model with ``separately``,
