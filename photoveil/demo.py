@@ -65,6 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESET_CHOICES, default="recommended",
                    help="preset of every method; recommended = " +
                         ", ".join(f"{m} {v}" for m, v in RECOMMENDED_PRESETS.items()) + " [recommended]")
+    p.add_argument("--generator", default="face",
+                   help="face generator for the generator row: shipped name or checkpoint path [face]")
     p.add_argument("--faces", help="identity folder of sample photos, >= 3 per identity "
                                    "(default: the bundled 20-identity fixture)")
     p.add_argument("--out", help="folder for demo.json, demo.md and contact_sheet.png")
@@ -118,7 +120,8 @@ def presets_for(methods: list[str], preset: str = "recommended") -> dict[str, st
 
 
 def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = False, cache_dir=None,
-                    log=print, presets: dict[str, str] | None = None, gallery=None) -> list[str]:
+                    log=print, presets: dict[str, str] | None = None, gallery=None,
+                    generator: str = "face") -> list[str]:
     """Export (or reuse) the programs the demo publishes under ``root``; their ids.
 
     ``presets``: method -> preset (default: the recommended ones); ``gallery``: ``(images,
@@ -153,8 +156,8 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
             clf, model_id, split = fmd_classifier(model, gallery=gallery, cache_dir=cache_dir)
             return P.fmd_step_program(clf, config=config["fmd"], size=size, model_id=model_id, split=split)
         wanted["fmd-step"] = (model, fmd)
-    if "generator" in methods and "face" in shipped_generators():
-        checkpoint = shipped_generators()["face"]
+    checkpoint = shipped_generators().get(generator) or (Path(generator) if Path(generator).is_file() else None)
+    if "generator" in methods and checkpoint is not None:
         # the checkpoint's digest in the id: a cached program of an older face.pt is rebuilt
         gen_id = f"face-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:12]}@{model}"
 
@@ -259,7 +262,7 @@ class Eavesdroppers:
 def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[str] | None = None,
              workdir: str | os.PathLike | None = None, rebuild: bool = False, threads: int | None = None,
              cache_dir=None, log=print, preset: str = "recommended", faces: str | os.PathLike | None = None,
-             sheet: str | os.PathLike | None = None) -> list[dict]:
+             sheet: str | os.PathLike | None = None, generator: str = "face") -> list[dict]:
     """Run the demo; one record per (method, upload mode), the clean baseline first.
     ``sheet``: write the contact sheet PNG there."""
     import torch
@@ -285,7 +288,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
     names, enrol, enrol_names, query = _faces(model, cache_dir, faces)
     labels = sorted(set(enrol_names))
     gallery = (enrol, torch.tensor([labels.index(n) for n in enrol_names]))
-    published = build_artifacts(artifacts, model, methods, rebuild, cache_dir, log, presets, gallery)
+    published = build_artifacts(artifacts, model, methods, rebuild, cache_dir, log, presets, gallery, generator)
     skipped = [m for m in methods if PROGRAM_OF[m] not in published]
     for m in skipped:
         log(f"provider: no {m} artifact (no shipped face generator: `photoveil generator train` makes one)")
@@ -429,11 +432,15 @@ def main(args) -> int:
     for name in [args.model, *unauthorized]:
         registry.get_spec(name)  # NotFound names the registry's models
     faces = faces_dir(args.faces)  # InvalidInput (exit 2) before any model loads
+    if "generator" in methods and args.generator != "face":
+        from photoveil.client.protect.generator import GeneratorProtector
+
+        GeneratorProtector._resolve(args.generator)  # NotFound (exit 2) names the shipped ones
     sheet = args.sheet or (str(Path(args.out) / "contact_sheet.png") if args.out else None)
     t0 = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     records = run_demo(methods, args.model, unauthorized, args.workdir, args.rebuild, args.threads, args.cache_dir,
-                       log=log, preset=args.preset, faces=faces, sheet=sheet)
+                       log=log, preset=args.preset, faces=faces, sheet=sheet, generator=args.generator)
     md = table(records)
     if args.json:
         for r in records:
