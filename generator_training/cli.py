@@ -39,6 +39,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="no crop/flip augmentation")
     p.add_argument("--aux-rescale", type=float, default=0.0,
                    help="aux sees x' down-scaled by a random factor in [1-R, 1) during training, R <= 0.95 [0: off]")
+    from photoveil.generator_training.config import GeneratorTrainConfig as C  # defaults: the dataclass
+
+    p.add_argument("--w-readable", type=float, default=C.w_readable,
+                   help="weight of the readability witness (|SSIM| + |edge corr.| after normalisation) "
+                        f"[{C.w_readable}]")
+    p.add_argument("--w-readable-aux", type=float, default=C.w_readable_aux,
+                   help=f"weight of the aux recognizer on the normalised image [{C.w_readable_aux}]")
+    p.add_argument("--init-from", default=C.init_from,
+                   help="fine-tune from this generator checkpoint (shipped name or path) [random init]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers [0]")
@@ -107,7 +116,8 @@ def _config(args, target: str, aux: str | None):
             subset=args.subset, val_size=args.val_size, batch_size=args.batch_size, lr=args.lr,
             lr_schedule=args.lr_schedule, aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode,
             precision=args.precision, w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
-            aux_rescale=args.aux_rescale, augment=not args.no_augment, crop_pad=args.crop_pad,
+            aux_rescale=args.aux_rescale, w_readable=args.w_readable, w_readable_aux=args.w_readable_aux,
+            init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None

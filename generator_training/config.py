@@ -48,6 +48,14 @@ class GeneratorTrainConfig:
     aux_rescale: float = 0.0  # training only: aux sees x' first down-scaled by a random factor in
     #                           [1 - aux_rescale, 1] and back (input diversity, Xie et al. CVPR'19),
     #                           so what fools it must survive resampling; 0 = off (paper)
+    # --- human-readability witness (photoveil.readability; faces, 3 channels; 0 = off, paper) ---
+    w_readable: float = 0.0  # + w_readable * (|SSIM| + |edge corr.|) of the witness-normalised pair
+    #                          (standardised, median, gray, half size): hides the face from eyes,
+    #                          not only from the plain SSIM a colour cast already fools
+    w_readable_aux: float = 0.0  # + w_readable_aux * relu(cos(A(N(x')), A(x)) - margin): the aux
+    #                              recognizer run on the normalised protected image must not match
+    init_from: str | None = None  # start from this generator checkpoint (shipped name or path; same
+    #                               width/depth) instead of random weights: fine-tuning
 
     # --- optimisation (paper: AdamW lr 5e-3, wd 5e-4, batch 256, 100 epochs, 16-bit) ---
     lr: float = 5e-3
@@ -80,7 +88,8 @@ class GeneratorTrainConfig:
         check(1 <= self.depth <= 6, f"depth must be in [1, 6], got {self.depth}")
         check(self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}")
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
-        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin"):
+        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_readable",
+                     "w_readable_aux"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
         check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")
@@ -98,6 +107,12 @@ class GeneratorTrainConfig:
         check(self.precision in ("auto", "32", "32-true", "16-mixed", "bf16-mixed"),
               f"precision must be auto, 32, 16-mixed or bf16-mixed, got {self.precision!r}")
         check(self.aux != self.target, f"aux must differ from target ({self.target!r})")
+        check((self.w_readable == 0 and self.w_readable_aux == 0) or self.in_channels == 3,
+              "w_readable / w_readable_aux need RGB images (in_channels 3)")
+        check(self.w_readable_aux == 0 or (self.aux is not None and self.task == "face"),
+              "w_readable_aux needs task 'face' and an aux recognizer")
+        check(self.w_readable == 0 or self.image_size >= 22,
+              f"w_readable needs image_size >= 22 (SSIM window at half size), got {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

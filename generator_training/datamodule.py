@@ -45,6 +45,9 @@ class GeneratorDataModule(L.LightningDataModule):
             self.test_set = self.test_set if self.test_set is not None else test
         if self.config.subset is not None and len(self.train_set) > self.config.subset:
             self.train_set = seeded_subset(self.train_set, self.config.subset, self.config.seed)
+        if self.config.task == "face" and len(self.val_set) > self.config.val_size:
+            # faces: validate on a seeded ``val_size`` of the validation identities' images
+            self.val_set = seeded_subset(self.val_set, self.config.val_size, self.config.seed)
 
     def _loader(self, ds: Dataset, shuffle: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.config.seed)

@@ -69,6 +69,26 @@ def cosine_with_warmup(step: int, total: int, warmup_fraction: float = 0.05) -> 
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def resolve_generator_path(name_or_path: str):
+    """A shipped generator name (``photoveil/assets/generators/<name>.pt``) or a checkpoint path."""
+    from pathlib import Path
+
+    from photoveil.client.protect.generator import shipped_generators
+
+    return shipped_generators().get(name_or_path, Path(name_or_path))
+
+
+def load_initial_weights(net: UNetGenerator, name_or_path: str) -> None:
+    """Copy the weights of a generator checkpoint (``init_from``) into ``net``; its U-Net config must match."""
+    from photoveil.errors import InvalidInput
+    from photoveil.nets.unet import load_generator
+
+    src, _ = load_generator(resolve_generator_path(name_or_path))
+    if src.config() != net.config():
+        raise InvalidInput(f"init_from {name_or_path!r} is a U-Net {src.config()}, the run builds {net.config()}")
+    net.load_state_dict(src.state_dict())
+
+
 class GeneratorModule(L.LightningModule):
     """Trains ``self.generator`` (a ``UNetGenerator``); target/aux are frozen critics.
 
@@ -86,6 +106,8 @@ class GeneratorModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.generator = UNetGenerator(in_channels=config.in_channels, width=config.width, depth=config.depth)
+        if config.init_from:
+            load_initial_weights(self.generator, config.init_from)
         target = target if target is not None else load_critic(config, config.target)
         if aux is None and config.aux is not None:
             aux = load_critic(config, config.aux)
@@ -127,6 +149,7 @@ class GeneratorModule(L.LightningModule):
             t_prot = target(self._critic_input(target, x_prot))
             a_prot = aux(self._critic_input(aux, x_aux)) if aux is not None else None
             parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin, **weights)
+            self._add_readability(parts, x, x_prot, a_clean)
         else:
             t_logits = target(x_prot)
             a_logits = aux(x_aux) if aux is not None else None
@@ -135,6 +158,25 @@ class GeneratorModule(L.LightningModule):
             if a_logits is not None:
                 parts["aux_acc"] = (a_logits.argmax(1) == y).float().mean()
         return parts, x_prot
+
+    def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
+        """The readability-witness terms (``w_readable``, ``w_readable_aux``); the witness is
+        logged on every face batch, also when its weights are 0."""
+        from photoveil.readability import readability_term, recognizer_view
+
+        cfg = self.config
+        if cfg.w_readable == 0 and cfg.w_readable_aux == 0 and min(x.shape[-2:]) < 22:
+            return  # too small for the witness' SSIM window at half size; nothing to optimise
+        r = readability_term(x, x_prot)
+        parts["readable_ssim"], parts["readable_edge"] = r["readable_ssim"], r["readable_edge"]
+        if cfg.w_readable > 0:
+            parts["loss"] = parts["loss"] + cfg.w_readable * r["term"]
+        if cfg.w_readable_aux > 0:
+            aux = self.critic("aux")
+            a_read = aux(self._critic_input(aux, recognizer_view(x_prot)))
+            cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
+            parts["loss"] = parts["loss"] + cfg.w_readable_aux * F.relu(cos - cfg.face_aux_margin).mean()
+            parts["readable_aux_cos"] = cos.mean().detach()
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -25,6 +25,47 @@ def test_demo_end_to_end(face_models_dir, tmp_path, capsys):
     by = {(r["method"], r["upload"]): r for r in records}
     clean, pmt = by[("none", "image")], by[("pmt", "image")]
     n = clean["n"]
-    assert clean["authorized_correct"] == n and pmt["authorized_correct"] == n
-    assert by[("pmt", "features")]["authorized_correct"] == n
+    assert n == 20 and pmt["preset"] == "high"
+    assert clean["authorized_correct"] >= 0.95 * n and pmt["authorized_correct"] >= 0.85 * n
+    assert by[("pmt", "features")]["authorized_correct"] >= 0.85 * n
     assert pmt["ssim"] < 0.2 and sum(pmt["unauthorized_correct"].values()) < sum(clean["unauthorized_correct"].values())
+    assert clean["readable_ssim"] > 0.99 and set(pmt["readable_unauthorized_correct"]) == set(pmt["unauthorized_correct"])
+    assert (tmp_path / "contact_sheet.png").stat().st_size > 10_000
+
+
+def test_bad_faces_folder_exits_2_before_models_load(tmp_path, capsys, monkeypatch):
+    import photoveil.demo as demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("models loaded"))
+    assert cli(["demo", "--faces", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "one").mkdir()
+    for i in range(3):
+        (tmp_path / "one" / f"one_{i}.jpg").write_bytes(b"")
+    assert cli(["demo", "--faces", str(tmp_path)]) == 2
+    assert "needs >= 2 identity folders" in capsys.readouterr().err
+
+
+def test_bundled_demo_fixture_has_20_identities():
+    from photoveil.demo import ENROLLED_PER_ID, faces_dir
+
+    root = faces_dir()
+    folders = [p for p in root.iterdir() if p.is_dir()]
+    assert len(folders) == 20
+    assert all(len(list(p.glob("*.jpg"))) > ENROLLED_PER_ID for p in folders)
+    assert sum(f.stat().st_size for f in root.rglob("*.jpg")) < 1_000_000  # small
+
+
+def test_presets_and_contact_sheet(tmp_path):
+    import torch
+    from PIL import Image
+
+    from photoveil.demo import RECOMMENDED_PRESETS, contact_sheet, presets_for
+
+    assert presets_for(["pmt", "fmd", "generator"]) == RECOMMENDED_PRESETS
+    assert presets_for(["pmt"], "low") == {"pmt": "low"}
+    g = torch.Generator().manual_seed(0)
+    cols = {"original": torch.rand(8, 3, 150, 150, generator=g), "pmt": torch.rand(8, 3, 150, 150, generator=g)}
+    path = contact_sheet(tmp_path / "docs" / "sheet.png", [f"id{i}" for i in range(8)], cols, rows=3, tile=64)
+    img = Image.open(path)
+    assert img.size == (2 * 2 * 64 + 8, 32 + 3 * 64)

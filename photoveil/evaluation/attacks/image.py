@@ -1,5 +1,6 @@
 """``image`` (measured on every run, not selectable): SSIM and PSNR between original and
-protected, and UP(sigma, kappa) with the (first) authorized recognizer (Eq. 9)."""
+protected, and UP(sigma, kappa) with the (first) authorized recognizer (Eq. 9); plus the
+readability witness (``readable_*`` records, :mod:`photoveil.evaluation.readability`)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -32,4 +33,6 @@ def measure(ctx: RunContext, protected: torch.Tensor, params: dict, attack: str 
 
 
 def run(ctx: RunContext) -> list[dict]:
-    return measure(ctx, ctx.protection.images, ctx.protection.params)
+    from photoveil.evaluation import readability
+
+    return measure(ctx, ctx.protection.images, ctx.protection.params) + readability.measure(ctx)

@@ -1,0 +1,133 @@
+"""The human-readability witness (photoveil.readability), its evaluation records and its loss term."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_msssim import ssim
+
+from photoveil import readability as R
+
+torch.set_num_threads(1)
+FIXTURE = Path(__file__).parent / "fixtures" / "lfw_small" / "images"
+
+
+def faces(n: int = 4, size: int = 96) -> torch.Tensor:
+    """Fixture faces, centre crops resized to ``size`` (no model needed)."""
+    from PIL import Image
+    import numpy as np
+
+    out = []
+    for p in sorted(FIXTURE.glob("*/*_0001.jpg"))[:n]:
+        img = Image.open(p).convert("RGB").crop((50, 50, 200, 200)).resize((size, size))
+        out.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)
+
+
+def cast_and_lines(x: torch.Tensor) -> torch.Tensor:
+    """What the shipped generator's output looks like: a green cast under fine horizontal lines."""
+    cast = x * torch.tensor([0.3, 1.0, 0.4]).view(1, 3, 1, 1) + torch.tensor([0.0, 0.0, 0.3]).view(1, 3, 1, 1)
+    lines = torch.zeros(1, 1, x.shape[-2], 1)
+    lines[..., ::2, :], lines[..., 1::2, :] = 0.15, -0.15
+    return (cast + lines).clamp(0, 1)
+
+
+def test_cast_and_fine_lines_stay_readable_noise_does_not():
+    x = faces()
+    y = cast_and_lines(x)
+    plain = ssim(x, y, data_range=1.0, size_average=False)
+    assert plain.mean() < 0.3                                  # plain SSIM is fooled by the cast + lines
+    assert R.readable_ssim(x, y).mean() > 0.8                   # the witness is not
+    assert R.edge_similarity(x, y).mean() > 0.8
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    assert R.readable_ssim(x, noise).mean() < 0.15
+    assert R.edge_similarity(x, noise).abs().mean() < 0.1
+    assert torch.allclose(R.readable_ssim(x, x), torch.ones(len(x)), atol=1e-4)
+
+
+def test_inverted_face_is_still_readable():
+    x = faces(2)
+    assert R.readable_ssim(x, 1 - x).mean() > 0.95              # max with the negative: an inverted face is a face
+    assert R.edge_similarity(x, 1 - x).mean() > 0.8
+
+
+def test_normalisation_shapes_and_validation():
+    x = faces(2, 64)
+    assert R.normalise(x).shape == (2, 1, 32, 32)
+    assert R.recognizer_view(x).shape == x.shape
+    assert 0 <= R.normalise(x).min() and R.normalise(x).max() <= 1
+    with pytest.raises(ValueError, match="median"):
+        R.Normalisation(median=2)
+    with pytest.raises(ValueError, match="scale"):
+        R.Normalisation(scale=0)
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        R.normalise(torch.rand(2, 1, 32, 32))
+
+
+def test_witness_is_differentiable():
+    x = faces(2, 48)
+    y = torch.rand_like(x, requires_grad=True)
+    R.readability_term(x, y)["term"].backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def test_generator_readability_term_lowers_the_witness():
+    """A toy run: with w_readable the generator learns an output the witness no longer matches."""
+    from tests.test_generator_training import FaceStandIn, tiny_config
+
+    from photoveil.generator_training.module import GeneratorModule
+
+    torch.manual_seed(0)
+    x = faces(8, 48)
+    runs = {}
+    for w in (0.0, 4.0):
+        torch.manual_seed(0)
+        cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=48, target="a", aux="b",
+                          w_readable=w, w_ssim=0.0, lr=5e-3, width=0.25)
+        module = GeneratorModule(cfg, target=FaceStandIn(1, 48), aux=FaceStandIn(2, 48))
+        opt = torch.optim.AdamW(module.generator.parameters(), lr=5e-3)
+        start = module.compute_loss(x, None)[0]["readable_ssim"].item()
+        for _ in range(25):
+            opt.zero_grad()
+            module.compute_loss(x, None)[0]["loss"].backward()
+            opt.step()
+        runs[w] = (start, module.compute_loss(x, None)[0]["readable_ssim"].item())
+    assert runs[4.0][1] < runs[4.0][0] - 0.1                   # the term lowers the witness
+    assert runs[4.0][1] < runs[0.0][1]                         # more than training without it
+
+
+def test_config_readability_fields_validate_and_reach_the_cli():
+    from photoveil.cli import build_parser
+    from photoveil.generator_training.cli import _config
+    from photoveil.generator_training.config import GeneratorTrainConfig
+
+    with pytest.raises(ValueError, match="w_readable must be >= 0"):
+        GeneratorTrainConfig(w_readable=-1)
+    with pytest.raises(ValueError, match="RGB"):
+        GeneratorTrainConfig(w_readable=1.0, in_channels=1)
+    with pytest.raises(ValueError, match="aux recognizer"):
+        GeneratorTrainConfig(task="face", in_channels=3, image_size=112, aux=None, w_readable_aux=1.0)
+    args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
+                                      "--aux", "mobileface", "--out", "x", "--w-readable", "1.5",
+                                      "--w-readable-aux", "0.5", "--init-from", "face"])
+    cfg = _config(args, args.target, args.aux)
+    assert (cfg.w_readable, cfg.w_readable_aux, cfg.init_from) == (1.5, 0.5, "face")
+    assert GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg
+    defaults = build_parser().parse_args(["generator", "train", "--target", "a", "--out", "x"])
+    assert (defaults.w_readable, defaults.w_readable_aux) == (GeneratorTrainConfig.w_readable,
+                                                             GeneratorTrainConfig.w_readable_aux)
+
+
+def test_init_from_copies_weights_and_rejects_a_mismatch(tmp_path):
+    from photoveil.errors import InvalidInput
+    from photoveil.generator_training.module import load_initial_weights
+    from photoveil.nets.unet import UNetGenerator, save_generator
+
+    src = UNetGenerator(in_channels=3, width=0.125, depth=2)
+    save_generator(tmp_path / "g.pt", src)
+    dst = UNetGenerator(in_channels=3, width=0.125, depth=2)
+    load_initial_weights(dst, str(tmp_path / "g.pt"))
+    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    with pytest.raises(InvalidInput, match="U-Net"):
+        load_initial_weights(UNetGenerator(in_channels=3, width=0.25, depth=2), str(tmp_path / "g.pt"))
