@@ -252,7 +252,7 @@ def _face(size: int):
 
 
 def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cfg, cache_dir=None,
-                  repeats: int = 3, preset: str = "mid") -> list[dict]:
+                  repeats: int = 3, preset: str = "mid", compare_one_step: bool = False) -> list[dict]:
     """Full PMT protection (``cfg``) of one ``size`` face: eager vs .pte."""
     from photoveil.client.runtime import PtePMT
     from photoveil.export import programs as P
@@ -263,18 +263,31 @@ def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cfg,
     art = export_program(prog.module, prog.inputs, prog.options, folder)
     eager = prog.meta["protector"]
     pte = PtePMT(folder, seed=0)
+    one_per_call = None
+    if compare_one_step and cfg.steps_per_call > 1:
+        import dataclasses
+
+        cfg1 = dataclasses.replace(cfg, steps_per_call=1)
+        prog1 = P.pmt_step_program(model, cfg1, size, cache_dir=cache_dir)
+        export_program(prog1.module, prog1.inputs, prog1.options, out_dir / f"protect-pmt-{preset}-{size}-k1")
+        one_per_call = PtePMT(out_dir / f"protect-pmt-{preset}-{size}-k1", seed=0)
     face = _face(size)
     records = []
     for t in threads:
         ms = interleaved({"eager": lambda: eager.protect(face), "pte": lambda: pte.protect(face)}, repeats, 1)
         a, b = eager.protect(face), pte.protect(face)
         run = pte.last_run
+        extra = {}
+        if one_per_call is not None:  # the same protection at one step per call: does the multi-step program pay?
+            ms1 = interleaved({"pte": lambda: one_per_call.protect(face), "k": lambda: pte.protect(face)}, repeats, 1)
+            extra = {"pte_ms_p50_one_step_per_call": round(_pct(ms1["pte"], 50), 3),
+                     "pte_ms_p50_same_run": round(_pct(ms1["k"], 50), 3)}
         records.append(_protect_record(
             "protect-pmt", preset, size, t, run["steps"], repeats, ms, calls=run["calls"],
             configured_steps=cfg.steps, optimizer=cfg.optimizer, schedule=cfg.schedule, match=cfg.match,
             steps_per_call=cfg.steps_per_call, step_size=cfg.step_size, pte_bytes=art.manifest.pte_bytes,
             model_id=prog.options.model_id, feature_loss=round(sum(run["loss"]) / len(run["loss"]), 4),
-            pixels_equal_to_eager=round((a == b).float().mean().item(), 4)))
+            pixels_equal_to_eager=round((a == b).float().mean().item(), 4), **extra))
     return records
 
 
@@ -374,14 +387,15 @@ def run_bench(args) -> list[dict]:
             jobs.append((name, size, "fp32"))
             if args.int8 and name in ("generator", "shallow"):
                 jobs.append((name, size, "int8"))
-    records: list[dict] = []
+    records = _Records(out_dir / "bench.partial.jsonl")
     pmt_cfg = pmt_config(args)
     overrides = method_overrides(args, "pmt", ("pmt",))
     net = None
     for name, size, quant in tqdm(jobs, desc="bench", unit="program"):
         if name == "protect-pmt":
             records += bench_protect(args.model, size, threads, out_dir, pmt_preset_config(quant, overrides),
-                                     args.cache_dir, repeats=args.protect_runs, preset=quant)
+                                     args.cache_dir, repeats=args.protect_runs, preset=quant,
+                                     compare_one_step=quant == "mid")
             continue
         if name == "protect-fmd":
             records += bench_protect_fmd(args.model, size, threads, out_dir, args.protect_runs, args.cache_dir)
@@ -396,9 +410,12 @@ def run_bench(args) -> list[dict]:
         elif name == "shallow":
             net = net or registry.load(args.model, cache_dir=args.cache_dir)
             prog = P.shallow_program(net, size=size)
-        elif name == "pmt-step":
+        elif name == "pmt-step":  # one step per call: the per-step record (protect-pmt has the calls)
+            import dataclasses
+
             net = net or registry.load(args.model, cache_dir=args.cache_dir)
-            prog = P.pmt_step_program(net, pmt_cfg, size=size, with_features=False)
+            prog = P.pmt_step_program(net, dataclasses.replace(pmt_cfg, steps_per_call=1), size=size,
+                                      with_features=False)
         else:
             from photoveil.client.protect.factory import fmd_classifier
 
@@ -410,7 +427,24 @@ def run_bench(args) -> list[dict]:
             prog.options.quantize = "int8"
             prog.options.calibration = calibration_batches(None, tuple(prog.inputs[0].shape))
         records += bench_program(name, prog, threads, args.runs, args.warmup, out_dir, size, peers)
-    return records
+    return list(records)
+
+
+class _Records(list):
+    """The run's records, each also appended to ``path`` as it is measured (a long run
+    interrupted keeps what it measured)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        path.write_text("")
+
+    def __iadd__(self, recs):
+        with self.path.open("a") as f:
+            for r in recs:
+                f.write(json.dumps(r) + "\n")
+        self.extend(recs)
+        return self
 
 
 TABLE = ["program", "preset", "size", "threads", "steps", "quantization", "eager_ms_p50", "pte_ms_p50", "pte_ms_p99",

@@ -5,7 +5,7 @@ the machine's measured GEMM peak (``photoveil bench``'s ``gflops_per_call``,
 :func:`graph_flops` walks the nodes of a ``torch.export`` program (or any FX graph whose
 nodes carry ``meta["val"]``) and counts:
 
-* convolutions (plain and transposed): ``2 * C_in/groups * kh * kw`` per output element
+* convolutions (``convolution`` / ``conv2d``, plain and transposed): ``2 * C_in/groups * kh * kw`` per output element
   (per *input* element for transposed ones), the bias add as one more;
 * ``mm`` / ``addmm`` / ``bmm`` / ``linear``: ``2 * M * N * K``;
 * every other arithmetic op (add, mul, div, clamp, relu, pooling windows, mean ...): one
@@ -58,17 +58,17 @@ def node_flops(node) -> int:
     out = node.meta.get("val")
     if isinstance(out, (tuple, list)):
         out = out[0] if out and isinstance(out[0], torch.Tensor) else None
-    if name == "convolution":
+    if name in ("convolution", "conv2d", "conv_transpose2d", "conv1d"):
         x, w = _val(node.args[0]), _val(node.args[1])
         if x is None or w is None:
             return 0
-        transposed = bool(node.args[6]) if len(node.args) > 6 else False
-        groups = int(node.args[8]) if len(node.args) > 8 else 1
+        transposed = name == "conv_transpose2d" or (name == "convolution" and len(node.args) > 6
+                                                     and bool(node.args[6]))
         bias = len(node.args) > 2 and node.args[2] is not None
         if transposed:  # w: [C_in, C_out/groups, kh, kw]: every input element hits the kernel once
             per = 2 * w.shape[1] * math.prod(w.shape[2:])
             return _numel(x) * per + (_numel(out) if bias else 0)
-        per = 2 * (w.shape[1]) * math.prod(w.shape[2:])  # w: [C_out, C_in/groups, kh, kw]
+        per = 2 * w.shape[1] * math.prod(w.shape[2:])  # w: [C_out, C_in/groups, kh, kw]
         return _numel(out) * per + (_numel(out) if bias else 0)
     if name in ("mm", "bmm", "addmm", "linear", "matmul"):
         a = _val(node.args[1] if name == "addmm" else node.args[0])
@@ -108,13 +108,14 @@ def gemm_peak_gflops(sizes=(256, 512, 768), seconds: float = 0.3) -> float:
         c = torch.empty(n, n)
         torch.mm(a, b, out=c)
         t_end = time.perf_counter() + seconds
-        fastest = float("inf")
-        while time.perf_counter() < t_end:
+        fastest, runs = float("inf"), 0
+        while runs < 3 or time.perf_counter() < t_end:
+            runs += 1
             t0 = time.perf_counter()
             torch.mm(a, b, out=c)
             fastest = min(fastest, time.perf_counter() - t0)
         best = max(best, 2 * n**3 / fastest / 1e9)
-    return round(best, 2)
+    return round(best, 3)
 
 
 __all__ = ["graph_flops", "gemm_peak_gflops", "node_flops"]
