@@ -95,12 +95,16 @@ def _pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(round(q / 100 * (len(v) - 1))))]
 
 
-def interleaved(fns: dict, runs: int, warmup: int, block: int = 1) -> dict[str, list[float]]:
+def interleaved(fns: dict, runs: int, warmup: int, block: int = 1, cpu: dict | None = None) -> dict[str, list[float]]:
     """Milliseconds of each callable, alternating between them every ``block`` runs.
 
     ``block=1`` alternates run by run (1 thread). With several threads use blocks: eager
     PyTorch's OpenMP workers spin-wait after each op and, on a small machine, starve the
     ExecuTorch pool's threads that run right after them (and vice versa).
+
+    ``cpu``, when given, receives each callable's CPU milliseconds of the calling thread per
+    run (``time.thread_time``): on a machine shared with other jobs, a one-thread run's CPU
+    time is what it would take alone, its wall time is not.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -112,9 +116,11 @@ def interleaved(fns: dict, runs: int, warmup: int, block: int = 1) -> dict[str, 
         for k, fn in fns.items():
             fn()  # re-warm after the other side ran
             for _ in range(n):
-                t0 = time.perf_counter()
+                c0, t0 = time.thread_time(), time.perf_counter()
                 fn()
                 times[k].append((time.perf_counter() - t0) * 1e3)
+                if cpu is not None:
+                    cpu.setdefault(k, []).append((time.thread_time() - c0) * 1e3)
         done += n
     return times
 
@@ -196,8 +202,9 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
                 ref = prog.eager(*inputs)
                 ref = ref[0] if isinstance(ref, (tuple, list)) else ref
                 agree[f"{label}_max_abs_err"] = float((run(*inputs) - ref).abs().max())
+        cpu: dict = {}
         with torch.no_grad():
-            ms = interleaved(fns, runs, warmup, block=1 if t == 1 else 10)
+            ms = interleaved(fns, runs, warmup, block=1 if t == 1 else 10, cpu=cpu)
         rec = {"program": name, "size": size_label, "threads": t, "batch": int(inputs[0].shape[0]), "runs": runs,
                **_stats("eager", ms["eager"]), **_stats("pte", ms["pte"]),
                "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
@@ -209,6 +216,9 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
             rec.update(_stats(label, ms[label]))
             rec[f"ratio_pte_{label}"] = round(_pct(ms["pte"], 50) / _pct(ms[label], 50), 3)
         rec.update(_flops_fields(flops, _pct(ms["pte"], 50), t))
+        rec.update(_cpu_fields(cpu, t))
+        if flops and t == 1:  # the same, at the CPU time (what one core alone achieves)
+            rec["achieved_gflops_cpu"] = round(flops / 1e9 / (_pct(cpu["pte"], 50) / 1e3), 2)
         records.append(rec)
     return records
 
@@ -237,6 +247,13 @@ def _protect_record(program: str, preset: str, size: int, t: int, steps: int, ru
            "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3), "peak_rss_mb": round(_peak_rss_mb(), 1),
            "quantization": "fp32", **extra}
     return rec
+
+
+def _cpu_fields(cpu: dict, threads: int) -> dict:
+    """``<label>_cpu_ms_p50`` of one-thread records (CPU time; see :func:`interleaved`)."""
+    if threads != 1:
+        return {}
+    return {f"{k}_cpu_ms_p50": round(_pct(v, 50), 3) for k, v in cpu.items()}
 
 
 def _face(size: int):
@@ -274,7 +291,8 @@ def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cfg,
     face = _face(size)
     records = []
     for t in threads:
-        ms = interleaved({"eager": lambda: eager.protect(face), "pte": lambda: pte.protect(face)}, repeats, 1)
+        cpu: dict = {}
+        ms = interleaved({"eager": lambda: eager.protect(face), "pte": lambda: pte.protect(face)}, repeats, 1, cpu=cpu)
         a, b = eager.protect(face), pte.protect(face)
         run = pte.last_run
         extra = {}
@@ -287,7 +305,10 @@ def bench_protect(model: str, size: int, threads: list[int], out_dir: Path, cfg,
             configured_steps=cfg.steps, optimizer=cfg.optimizer, schedule=cfg.schedule, match=cfg.match,
             steps_per_call=cfg.steps_per_call, step_size=cfg.step_size, pte_bytes=art.manifest.pte_bytes,
             model_id=prog.options.model_id, feature_loss=round(sum(run["loss"]) / len(run["loss"]), 4),
-            pixels_equal_to_eager=round((a == b).float().mean().item(), 4), **extra))
+            pixels_equal_to_eager=round((a == b).float().mean().item(), 4),
+            max_abs_diff_to_eager=round((a - b).abs().max().item(), 4),
+            eager_feature_loss=round(sum(eager.last_run["loss"]) / len(eager.last_run["loss"]), 4),
+            **_cpu_fields(cpu, t), **extra))
     return records
 
 
