@@ -204,6 +204,14 @@ class ProgramStep:
         return self.program(*tensors)[0]
 
 
+class ProgramOutputs(ProgramStep):
+    """A step program's ``forward`` returning all its outputs (PMT: ``x_t, m, loss``)."""
+
+    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self.calls += 1
+        return tuple(self.program(*tensors))
+
+
 class PtePMT(_ProgramShape, PMTBase):
     """PMT on a ``pmt-step`` program: the eager protector's host loop, program steps.
 
@@ -217,7 +225,14 @@ class PtePMT(_ProgramShape, PMTBase):
     def __init__(self, artifact: str | os.PathLike, config: PMTConfig | None = None, verify: bool = True,
                  **overrides: Any):
         self.program = PteProgram(artifact, verify, expect_kind="pmt-step")
-        super().__init__(_config(PMTConfig, self.program, config, overrides), ProgramStep(self.program))
+        names = [i.get("name") for i in self.program.manifest.inputs]
+        if "alpha" not in names:
+            raise InvalidInput(f"{self.program.path} is a pmt-step program of an older photoveil (inputs "
+                               f"{', '.join(map(str, names))}); re-export it with `photoveil export pmt-step`")
+        super().__init__(_config(PMTConfig, self.program, config, overrides), ProgramOutputs(self.program))
+
+    def reference(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.program(x, entry="reference")
 
     def _protect(self, images, rng):
         return self._run_chunked(super()._protect, images, rng)

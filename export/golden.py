@@ -15,9 +15,11 @@ Layout of a golden folder::
 What is recorded, per program kind (inputs are the values the host loop of
 :mod:`photoveil.client.runtime` drew with ``seed``, so the random draws are fixed too):
 
-* ``pmt-step``: ``x`` (the image), ``x_t0`` (the start), per-step ``noise`` and ``theta``
-  (stacked over the steps), ``x_t1`` after one step, ``x_tN`` after all steps, and the
-  ``features`` entry point on ``x_tN``;
+* ``pmt-step``: ``x`` (the image), ``x_t0`` and ``m0`` (the start and the zero optimizer
+  state, both carried from call to call: outputs 0 and 1 are the next call's inputs 0 and 1),
+  the ``refs`` (``x``, or the clean taps with ``match="clean"``), per-call ``noise``,
+  ``theta`` and ``alpha`` (stacked over the calls), ``x_t1`` after one call, ``x_tN`` after
+  all, and the ``features`` entry point on ``x_tN``;
 * ``fmd-step``: ``prepare(x) -> (logits, feat_x)``, ``y``, ``x_star0``, one step, N steps;
 * ``generator`` / ``shallow``: ``forward(x)``.
 
@@ -91,7 +93,8 @@ class _Recorder:
 
     def __call__(self, *tensors):
         out = self.step(*tensors)
-        self.calls.append(([t.detach().clone() for t in tensors], out.detach().clone()))
+        outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+        self.calls.append(([t.detach().clone() for t in tensors], [o.detach().clone() for o in outs]))
         return out
 
 
@@ -150,22 +153,25 @@ def write_golden(artifact: str | os.PathLike, out: str | os.PathLike | None = No
         prot.protect(x)
         (first_in, first_out), last_out = rec.calls[0], rec.calls[-1][1]
         names = [i["name"] for i in m.inputs]
-        carry = wr.put(f"{names[0]}0", first_in[0])
-        if m.kind == "pmt-step":
-            fixed, per_step = ["x"], [wr.put("noise", torch.stack([a[2] for a, _ in rec.calls])),
-                                      wr.put("theta", torch.stack([a[3] for a, _ in rec.calls]))]
+        if m.kind == "pmt-step":  # (x_t, m, *refs, noise, theta, alpha): x_t and m carried
+            carry = [wr.put(f"{names[0]}0", first_in[0]), wr.put(f"{names[1]}0", first_in[1])]
+            refs = names[2:-3]
+            fixed = ["x"] if refs == ["x"] else [wr.put(r, t) for r, t in zip(refs, first_in[2:-3])]
+            per_step = [wr.put(n, torch.stack([a[i] for a, _ in rec.calls]))
+                        for n, i in (("noise", -3), ("theta", -2), ("alpha", -1))]
         else:
+            carry = [wr.put(f"{names[0]}0", first_in[0])]
             logits, feat_x = PteProgram(art.folder)(x, entry="prepare")[:2]
             checks.append({"name": "prepare", "entry": "prepare", "inputs": ["x"],
                            "outputs": [wr.put("logits", logits), wr.put("feat_x", feat_x)], "tolerance": EXACT})
             fixed, per_step = ["x", "feat_x", wr.put("y", first_in[3])], []
-        one = wr.put(f"{names[0]}1", first_out)
-        result = wr.put(f"{names[0]}N", last_out)
-        step0 = [carry, *fixed, *[f"{p}[0]" for p in per_step]]
+        one = wr.put(f"{names[0]}1", first_out[0])
+        result = wr.put(f"{names[0]}N", last_out[0])
+        step0 = [*carry, *fixed, *[f"{p}[0]" for p in per_step]]
         checks.append({"name": "one_step", "entry": "forward", "inputs": step0, "outputs": [one],
                        "tolerance": ONE_STEP})
-        checks.append({"name": "full_run", "loop": {"entry": "forward", "carry": carry, "fixed": fixed,
-                                                    "per_step": per_step, "steps": len(rec.calls)},
+        checks.append({"name": "full_run", "loop": {"entry": "forward", "carry": carry if len(carry) > 1 else carry[0],
+                                                    "fixed": fixed, "per_step": per_step, "steps": len(rec.calls)},
                        "outputs": [result], "tolerance": FULL_RUN})
     else:
         raise InvalidInput(f"no golden vectors for program kind {m.kind!r}")
@@ -269,11 +275,12 @@ def check_golden(golden: str | os.PathLike, artifact: str | os.PathLike) -> list
     for check in doc["checks"]:
         if "loop" in check:
             loop = check["loop"]
-            x_t = tensors[loop["carry"]]
+            names = [loop["carry"]] if isinstance(loop["carry"], str) else list(loop["carry"])
+            carried = [tensors[n] for n in names]  # the first outputs feed the next call's first inputs
             for i in range(loop["steps"]):
                 args = [tensors[f] for f in loop["fixed"]] + [tensors[p][i] for p in loop["per_step"]]
-                x_t = program(x_t, *args, entry=loop["entry"])[0]
-            outs = [x_t]
+                carried = program(*carried, *args, entry=loop["entry"])[:len(names)]
+            outs = [carried[0]]
         else:
             outs = program(*[_arg(tensors, a) for a in check["inputs"]], entry=check["entry"])
         for name, got in zip(check["outputs"], outs):

@@ -7,9 +7,11 @@ eager reference the bench and the tests compare against.
 
 * ``generator``: ``x -> clamp(x + strength * U(x), 0, 1)`` (one U-Net pass);
 * ``shallow``: ``x -> E_c(x)``, the features uploaded in the upload-features case;
-* ``pmt-step``: ``(x_t, x, noise, theta) -> x_t_next``, one PMT iteration (augmentation
-  draws are inputs, so the program is deterministic); entry point ``features`` of the
-  same program is the shallow forward at the split point;
+* ``pmt-step``: ``(x_t, m, *refs, noise, theta, alpha) -> (x_t_next, m_next, loss)``,
+  ``steps_per_call`` PMT iterations (augmentation draws and step sizes are inputs, so the
+  program is deterministic; ``refs`` is ``x`` or, with ``match="clean"``, ``E_c(x)``'s taps
+  from entry point ``reference``); entry point ``features`` of the same program is the
+  shallow forward at the upload point;
 * ``fmd-step``: ``(x_star, x, feat_x, y) -> x_star_next``, one FMD iteration through the
   authorized recognizer with its gallery head; entry point ``prepare`` gives ``(logits,
   feat_x)`` of the clean image (the host takes ``y = argmax logits``).
@@ -167,10 +169,42 @@ def shallow_program(model="faceapi-resnet34", split: str | None = None, size=Non
     return Program(mod, (x,), opts, mod)
 
 
+class Reference(nn.Module):
+    """``x -> E_c(x)``'s taps of every authorized model (the ``reference`` entry point of a
+    ``match="clean"`` PMT step program: computed once per image, passed into every step)."""
+
+    def __init__(self, step: nn.Module):
+        super().__init__()
+        self.step = step
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.step.reference(x))
+
+
+def pmt_step_inputs(prot, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Example inputs of ``prot``'s step callable: ``(x_t, m, *refs, noise, theta, alpha)``
+    (draws stacked over ``steps_per_call``)."""
+    x_t, refs = prot.start(x, g)
+    k = prot.config.steps_per_call
+    draws = [prot.draws(x, g) for _ in range(k)]
+    noise, theta = torch.cat([d[0] for d in draws]), torch.cat([d[1] for d in draws])
+    alpha = torch.full((k, 1, 1, 1), prot.config.step_size / 255.0)
+    return (x_t, torch.zeros_like(x_t), *refs, noise, theta, alpha)
+
+
+def pmt_input_names(prot) -> list[str]:
+    refs = ["x"] if prot.config.match == "augmented" else [
+        f"ref_{m.name or i}_{p}" for i, m in enumerate(prot.models) for p in m.points]
+    return ["x_t", "m", *refs, "noise", "theta", "alpha"]
+
+
 def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: int = 1, mode: str = "fast",
                      cache_dir=None, with_features: bool = True, **lower_opts) -> Program:
-    """One PMT iteration for the authorized model(s) (registry names, FaceNets or
-    ShallowModels), traced with the XNNPACK-friendly backward rewrites of ``mode``."""
+    """``steps_per_call`` PMT iterations for the authorized model(s) (registry names,
+    FaceNets or ShallowModels), traced with the XNNPACK-friendly backward rewrites of
+    ``mode``: ``(x_t, m, *refs, noise, theta, alpha) -> (x_t_next, m_next, loss)``
+    (:class:`~photoveil.client.protect.pmt.PMTStep`); entry points ``features`` (the
+    upload-point forward) and, with ``match="clean"``, ``reference`` (``x -> refs``)."""
     from photoveil.client.protect.pmt import PMTConfig, PMTProtector
     from photoveil.export.gradients import trace_step
 
@@ -184,9 +218,7 @@ def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: i
     h, w = _size(size, default)
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, h, w, generator=g)
-    x_t = prot.initial(x, g)
-    noise, theta = prot.draws(x, g)
-    inputs = (x_t, x, noise, theta)
+    inputs = pmt_step_inputs(prot, x, g)
     gm = trace_step(prot.step, inputs, mode=mode)
     entry_points = {}
     if with_features:
@@ -194,14 +226,17 @@ def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: i
             raise InvalidInput(f"upload point {prot.config.upload!r} is not a tap of {prot.models[0].name or 'the model'}; "
                                "pass the recognizer itself or with_features=False")
         entry_points["features"] = (UploadFeatures(prot.uploaders[0]), (x,))
+    if prot.config.match == "clean":
+        entry_points["reference"] = (Reference(prot.one_step), (x,))
     params = {**KINDS["pmt-step"].params(prot.config), "match_split": prot.models[0].points[-1],
               "models": [m.name for m in prot.models], "trace_mode": mode,
-              "units": "pixel quantities in 0-255 units; noise input already scaled to [0,1] units"}
+              "units": "pixel quantities in 0-255 units; noise and alpha inputs already in [0,1] units"}
     opts = LowerOptions(kind="pmt-step", model_id="+".join(m.name for m in prot.models), program="pmt-step",
                         split=(prot.uploaders[0] or prot.models[0]).points[-1],
                         alignment=_alignment(prot.models[0].name) if specs[0] is not None else None,
-                        input_names=["x_t", "x", "noise", "theta"],
-                        output_names=["x_t_next"], extra=params, entry_points=entry_points, **lower_opts)
+                        input_names=pmt_input_names(prot),
+                        output_names=["x_t_next", "m_next", "loss"], extra=params, entry_points=entry_points,
+                        **lower_opts)
     return Program(gm, inputs, opts, prot.step, meta={"protector": prot})
 
 

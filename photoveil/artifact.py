@@ -77,8 +77,10 @@ KINDS: dict[str, ProgramKind] = {k.name: k for k in (
     ProgramKind("generator", "generator", ("forward",), baked=("strength",)),
     ProgramKind("shallow", None, ("forward",)),
     ProgramKind("pmt-step", "pmt", ("forward", "features"),
-                baked=("step_size", "augment", "pool", "kernel", "kernel_length", "layers"),
-                host=("steps", "init", "init_sigma", "aug_sigma", "aug_affine")),
+                baked=("augment", "pool", "kernel", "kernel_length", "layers", "optimizer", "momentum", "match",
+                       "steps_per_call"),
+                host=("steps", "step_size", "schedule", "final_step", "stop_loss", "init", "init_sigma",
+                      "aug_sigma", "aug_affine")),
     ProgramKind("fmd-step", "fmd", ("forward", "prepare"), baked=("eps", "alpha", "lam"), host=("steps",)),
 )}
 

@@ -188,13 +188,15 @@ def test_pmt_step_pte_matches_eager_and_is_one_delegate():
     # (a copy of a 0-d scalar constant's dim order is the only thing left outside)
     step_ops = {k: v for k, v in low.operators.items() if "dim_order" not in k}
     assert not step_ops, f"left outside XNNPACK: {step_ops}"
-    x_t = prog.inputs[0]
-    ref = prog.eager(*prog.inputs)
-    out = run(low.buffer, *prog.inputs)[0]
+    x_t, x = prog.inputs[0], prog.inputs[2]
+    ref, ref_m, ref_loss = prog.eager(*prog.inputs)
+    out, m, loss = run(low.buffer, *prog.inputs)
     assert sign_agreement(out, ref, x_t) == 1.0
     torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
-    feats = run(low.buffer, prog.inputs[1], entry="features")[0]
-    torch.testing.assert_close(feats, prot.models[0](prog.inputs[1])[-1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(m, ref_m, atol=1e-6, rtol=1e-3)
+    feats = run(low.buffer, x, entry="features")[0]
+    torch.testing.assert_close(feats, prot.models[0](x)[-1], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
@@ -207,13 +209,32 @@ def test_pmt_step_multi_layer_and_affine_traces_correctly():
     cfg = PMTConfig(seed=0, augment="mix", pool=2)
     prot = PMTProtector(model, cfg)
     prog = P.pmt_step_program([model], cfg, size=24, with_features=False)
-    ref = prog.eager(*prog.inputs)
-    assert sign_agreement(prog.module(*prog.inputs), ref, prog.inputs[0]) == 1.0
+    ref = prog.eager(*prog.inputs)[0]
+    assert sign_agreement(prog.module(*prog.inputs)[0], ref, prog.inputs[0]) == 1.0
     out = run(lower(prog.module, prog.inputs, prog.options).buffer, *prog.inputs)[0]
     assert sign_agreement(out, ref, prog.inputs[0]) > 0.99
     assert prot.config.pool == 2
 
 
+
+
+def test_fast_pmt_program_clean_match_momentum_and_three_steps_per_call_match_eager():
+    """The issue-21 program shape: E_c(x) from the ``reference`` entry point, momentum state
+    carried, 3 steps per call: .pte = eager (and nothing of the step outside XNNPACK)."""
+    cfg = PMTConfig(seed=0, optimizer="momentum", match="clean", schedule="cosine", steps=6, steps_per_call=3)
+    prog = P.pmt_step_program([toy_shallow()], cfg, size=40)
+    assert prog.options.input_names[:3] == ["x_t", "m", "ref_toy_block1"] and "reference" in prog.options.entry_points
+    low = lower(prog.module, prog.inputs, prog.options)
+    step_ops = {k: v for k, v in low.operators.items() if "dim_order" not in k}
+    assert not step_ops, f"left outside XNNPACK: {step_ops}"
+    x = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(5))
+    (ref,) = run(low.buffer, x, entry="reference")
+    torch.testing.assert_close(ref, toy_shallow()(x)[-1], atol=1e-4, rtol=1e-4)
+    inputs = (prog.inputs[0], prog.inputs[1], ref, *prog.inputs[3:])
+    want = prog.eager(*inputs)
+    got = run(low.buffer, *inputs)
+    assert sign_agreement(got[0], want[0], inputs[0]) > 0.999
+    torch.testing.assert_close(got[2], want[2], atol=1e-5, rtol=1e-3)
 
 
 def test_fmd_step_pte_matches_eager():
@@ -265,7 +286,7 @@ def test_faceapi_pmt_step_gradients_match_eager(faceapi):
     prog = P.pmt_step_program(faceapi, PMTConfig(seed=0), size=64, with_features=False)
     low = lower(prog.module, prog.inputs, prog.options)
     assert not low.operators or set(low.operators) <= {"dim_order_ops::_to_dim_order_copy.out"}
-    ref = prog.eager(*prog.inputs)
+    ref = prog.eager(*prog.inputs)[0]
     out = run(low.buffer, *prog.inputs)[0]
     assert sign_agreement(out, ref, prog.inputs[0]) == 1.0
 
@@ -274,9 +295,9 @@ def test_faceapi_pmt_step_gradients_match_eager(faceapi):
 def test_faceapi_pmt_step_uploads_at_its_upload_point(faceapi):
     prog = P.pmt_step_program(faceapi, PMTConfig(seed=0, upload="pool"), size=64)
     assert prog.options.split == "pool" and prog.options.extra["match_split"] == "block2"
-    feats = prog.options.entry_points["features"][0](prog.inputs[1])
+    feats = prog.options.entry_points["features"][0](prog.inputs[2])
     with torch.no_grad():
-        assert feats.shape == faceapi.split("pool")[0](prog.inputs[1]).shape
+        assert feats.shape == faceapi.split("pool")[0](prog.inputs[2]).shape
 
 
 @pytest.mark.models

@@ -99,6 +99,13 @@ def test_unknown_or_absent_device_is_refused():
     ["bench", "--runs", "0"],
     ["bench", "--sizes", "abc"],
     ["bench", "--threads", "0"],
+    ["bench", "--programs", "protect-foo"],
+    ["bench", "--protect-presets", "ultra"],
+    ["bench", "--peers", "tvm"],
+    ["bench", "--protect-runs", "0"],
+    ["bench", "--momentum", "2"],
+    ["evaluate", "--sweep", "preset=mid,ultra"],
+    ["protect", "x.jpg", "--out", "o", "--momentum", "1.5"],
 ])
 def test_cli_bad_value_exits_2_in_one_line_before_any_model_loads(argv, monkeypatch, capsys, tmp_path):
     from photoveil.cli import main

@@ -39,7 +39,9 @@ def test_registry_finds_methods():
 
 
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(step_size=0), dict(init="zeros"), dict(augment="cutout"),
-                                 dict(kernel="box"), dict(kernel_length=0), dict(pool=9), dict(init_sigma=300)])
+                                 dict(kernel="box"), dict(kernel_length=0), dict(pool=9), dict(init_sigma=300),
+                                 dict(optimizer="adamw"), dict(momentum=1.0), dict(schedule="step"),
+                                 dict(final_step=1.5), dict(match="x"), dict(stop_loss=-1), dict(steps_per_call=0)])
 def test_pmt_config_rejects_out_of_range(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
@@ -81,7 +83,8 @@ def test_same_seed_same_output_and_different_seed_differs(images):
 
 @pytest.mark.parametrize("change", [dict(kernel="none"), dict(kernel="linear"), dict(kernel_length=3),
                                     dict(augment="none"), dict(augment="affine"), dict(augment="mix"),
-                                    dict(init="sort"), dict(init="blur"), dict(pool=1)])
+                                    dict(init="sort"), dict(init="blur"), dict(pool=1), dict(optimizer="momentum"),
+                                    dict(schedule="cosine"), dict(match="clean")])
 def test_each_enhancement_changes_the_result(images, change):
     model = toy_shallow()  # two taps: multi-layer aggregation on
     base = PMTProtector(model, PMTConfig(seed=0, steps=8)).protect(images)
@@ -224,8 +227,66 @@ def test_step_gradient_matches_autograd_of_the_documented_loss(images):
     x_t = p.initial(images, p.make_rng())
     noise, theta = p.draws(images, p.make_rng())
     x_var = x_t.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(p.step.loss(x_var, images, noise, theta), x_var)
-    expected = (x_t - p.step.alpha * grad.sign()).clamp(0, 1)
-    got = p.step(x_t, images, noise, theta)
+    (grad,) = torch.autograd.grad(p.one_step.loss(x_var, images, noise, theta), x_var)
+    alpha = torch.full((1, 1, 1, 1), 0.5 / 255)
+    expected = (x_t - alpha * grad.sign()).clamp(0, 1)
+    got, _, loss = p.step(x_t, torch.zeros_like(x_t), images, noise, theta, alpha)
+    with torch.no_grad():  # the step's per-image loss output is J
+        torch.testing.assert_close(loss.sum(), p.one_step.loss(x_t, images, noise, theta), rtol=1e-4, atol=1e-6)
     agree = (got == expected).float().mean().item()
     assert agree > 0.999, f"only {agree:.4f} of pixels take the autograd step"
+
+
+# -- the optimiser and the loop (issue 21) -------------------------------------------------
+
+def test_step_sizes_follow_the_schedule():
+    assert PMTConfig(steps=4, step_size=2.0).step_sizes() == [2.0] * 4
+    lin = PMTConfig(steps=5, step_size=2.0, schedule="linear", final_step=0.5).step_sizes()
+    assert lin[0] == 2.0 and abs(lin[-1] - 1.0) < 1e-9 and lin == sorted(lin, reverse=True)
+    cos = PMTConfig(steps=5, step_size=2.0, schedule="cosine", final_step=0.0).step_sizes()
+    assert cos[0] == 2.0 and abs(cos[-1]) < 1e-9 and abs(cos[2] - 1.0) < 1e-9
+
+
+def test_momentum_and_decay_reach_the_sign_loss_in_far_fewer_steps(images):
+    """The old loop (signed gradient, constant 0.5, 100 steps) vs the new optimiser in 25:
+    the same feature gap to the original, which 25 plain steps do not reach."""
+    model = only_split(toy_shallow())
+    base = dict(seed=0, init_sigma=60.0, kernel="none")
+
+    def gap(**cfg):
+        return feature_gap(model, PMTProtector(model, PMTConfig(**base, **cfg)).protect(images), images)
+
+    old = gap(steps=100, step_size=0.5)
+    new = gap(steps=25, step_size=3.5, optimizer="momentum", momentum=0.5, schedule="linear", match="clean")
+    assert new <= old, f"25 momentum steps: gap {new:.4f} > 100 sign steps: {old:.4f}"
+    assert gap(steps=25, step_size=0.5) > 1.5 * old  # 25 plain steps do not get there
+
+
+def test_early_stop_ends_the_loop_at_the_loss(images):
+    model = only_split(toy_shallow())
+    cfg = dict(seed=0, steps=200, step_size=1.0, kernel="none", optimizer="momentum")
+    full = PMTProtector(model, PMTConfig(**cfg))
+    full.protect(images)
+    target = 2 * max(full.last_run["loss"])
+    early = PMTProtector(model, PMTConfig(stop_loss=target, **cfg))
+    early.protect(images)
+    assert early.last_run["steps"] < 200 and max(early.last_run["loss"]) <= target
+
+
+def test_several_steps_per_call_equal_single_steps(images):
+    model = toy_shallow()
+    cfg = dict(seed=0, steps=7, optimizer="momentum", schedule="linear", match="clean", augment="mix")
+    one = PMTProtector(model, PMTConfig(**cfg))
+    three = PMTProtector(model, PMTConfig(steps_per_call=3, **cfg))
+    a, b = one.protect(images), three.protect(images)
+    assert one.last_run["calls"] == 7 and three.last_run["calls"] == 3
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_clean_match_uses_the_features_of_the_original_once(images):
+    model = toy_shallow()
+    p = PMTProtector(model, PMTConfig(seed=0, match="clean"))
+    x_t, refs = p.start(images, p.make_rng())
+    with torch.no_grad():
+        want = p.one_step.taps(model, images)
+    assert len(refs) == 2 and all(torch.equal(r, w) for r, w in zip(refs, want))

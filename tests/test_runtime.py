@@ -53,8 +53,8 @@ def test_pte_pmt_rejects_wrong_size_and_baked_settings(pmt_artifact):
     pte = PtePMT(pmt_artifact)
     with pytest.raises(InvalidInput, match="40x40"):
         pte.protect(torch.rand(1, 3, 32, 32))
-    with pytest.raises(InvalidInput, match="step_size"):
-        PtePMT(pmt_artifact, step_size=2.0)
+    with pytest.raises(InvalidInput, match="kernel_length"):
+        PtePMT(pmt_artifact, kernel_length=3)
     assert isinstance(load_protector(pmt_artifact, steps=3), PtePMT)
 
 

@@ -131,6 +131,9 @@ class Protector(abc.ABC):
     method: ClassVar[str] = ""
     Config: ClassVar[type[ProtectorConfig]] = ProtectorConfig
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # further named settings (e.g. a method's earlier presets kept as ablation rows), usable
+    # wherever a preset name is (``preset_config``, ``evaluate --sweep preset=...``)
+    ABLATION_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     in_channels: int = 3
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -140,7 +143,7 @@ class Protector(abc.ABC):
             if set(cls.PRESETS) != set(PRESET_NAMES):
                 raise TypeError(f"{cls.__name__}.PRESETS must have keys {PRESET_NAMES}")
             fields = {f.name for f in dataclasses.fields(cls.Config)}
-            for name, values in cls.PRESETS.items():
+            for name, values in {**cls.PRESETS, **cls.ABLATION_PRESETS}.items():
                 unknown = set(values) - fields
                 if unknown:
                     raise TypeError(f"{cls.__name__}.PRESETS[{name!r}] has unknown fields {sorted(unknown)}")
@@ -155,10 +158,11 @@ class Protector(abc.ABC):
     @classmethod
     def preset_config(cls, name: str, **overrides: Any) -> ProtectorConfig:
         """``Config`` of preset ``name`` with ``overrides`` applied on top (overrides win)."""
-        if name not in cls.PRESETS:
-            known = ", ".join(cls.PRESETS) or "none defined"
+        presets = {**cls.PRESETS, **cls.ABLATION_PRESETS}
+        if name not in presets:
+            known = ", ".join(presets) or "none defined"
             raise ValueError(f"unknown preset {name!r} for method {cls.method!r}; presets: {known}")
-        return cls.Config(**{**cls.PRESETS[name], **overrides})
+        return cls.Config(**{**presets[name], **overrides})
 
     @classmethod
     def from_preset(cls, name: str, *args: Any, **overrides: Any) -> Protector:

@@ -14,6 +14,9 @@ from photoveil.client.protect.base import ProtectorConfig, param
 INITS = ("gaussian", "sort", "blur")
 AUGMENTS = ("noise", "affine", "mix", "none")
 KERNELS = ("gaussian", "linear", "none")
+OPTIMIZERS = ("sign", "momentum")
+SCHEDULES = ("constant", "linear", "cosine")
+MATCHES = ("augmented", "clean")
 
 
 @dataclass
@@ -47,6 +50,22 @@ class PMTConfig(ProtectorConfig):
             (the split point alone is matched unpooled).
         kernel: gradient smoothing ``gaussian`` | ``linear`` | ``none``.
         kernel_length: half-length k of the kernel (size 2k+1), 1..15.
+        optimizer: the update: ``sign`` (``x -= alpha sign(W g)``, Alg. 1) or ``momentum``
+            (MI-FGSM: ``m = mu m + W g / mean|W g|``, ``x -= alpha sign(m)``), which keeps
+            moving along a consistent direction and reaches the same feature loss in far
+            fewer steps.
+        momentum: ``mu`` of the momentum optimizer, [0, 1).
+        schedule: step size per step: ``constant`` (alpha every step), ``linear`` or
+            ``cosine`` decay from alpha to ``final_step * alpha`` at the last step (large
+            steps first, fine ones at the end).
+        final_step: the decays' last step size as a fraction of ``step_size``, [0, 1].
+        match: what ``E_c(T(x~))`` is matched to: ``augmented`` (``E_c(T(x))``, the same
+            augmentation applied to the original each step: one more shallow forward per
+            step) or ``clean`` (``E_c(x)``, computed once per image and passed into every step).
+        stop_loss: early stop once every image's feature loss ``J`` (relative squared error of
+            the matched features) is <= this, checked after every program call; 0 = off, [0, 10].
+        steps_per_call: steps one step-program call runs (the host calls it
+            ``ceil(steps / steps_per_call)`` times), 1..10.
         device: torch device.
     """
 
@@ -68,11 +87,34 @@ class PMTConfig(ProtectorConfig):
     pool: int = param(2, lo=1, hi=8, help="AvgPool kernel of multi-layer aggregation (1 = none)")
     kernel: str = param("gaussian", choices=KERNELS, help="translation-invariant gradient smoothing")
     kernel_length: int = param(1, lo=1, hi=15, help="half-length k of the smoothing kernel (size 2k+1)")
+    optimizer: str = param("sign", choices=OPTIMIZERS, help="update rule: signed gradient, or MI-FGSM momentum")
+    momentum: float = param(0.9, lo=0.0, hi=0.999, help="mu of the momentum optimizer")
+    schedule: str = param("constant", choices=SCHEDULES, help="step-size schedule over the steps")
+    final_step: float = param(0.1, lo=0.0, hi=1.0, help="last step size of a decaying schedule, as a fraction of "
+                                                        "step_size")
+    match: str = param("augmented", choices=MATCHES, help="match E_c(T(x)) each step (augmented) or E_c(x) "
+                                                          "computed once (clean)")
+    stop_loss: float = param(0.0, lo=0.0, hi=10.0, help="early stop when every image's feature loss J is <= "
+                                                        "this (0 = off)")
+    steps_per_call: int = param(1, lo=1, hi=10, help="steps per step-program call")
     device: str = "cpu"
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers)
         super().__post_init__()
+
+    def step_sizes(self) -> list[float]:
+        """alpha of every step (0-255 units), per :attr:`schedule`."""
+        import math
+
+        n, a = self.steps, self.step_size
+        if self.schedule == "constant" or n == 1:
+            return [a] * n
+        lo = a * self.final_step
+        frac = [i / (n - 1) for i in range(n)]
+        if self.schedule == "linear":
+            return [a + (lo - a) * f for f in frac]
+        return [lo + (a - lo) * 0.5 * (1 + math.cos(math.pi * f)) for f in frac]
 
 
 @dataclass

@@ -36,8 +36,9 @@ def build_config(method: str, preset: str | None = "mid", overrides: Mapping[str
 
     if method not in CONFIGS:
         raise InvalidInput(f"unknown protection method {method!r}; accepted: {', '.join(METHODS)}")
-    if preset is not None and preset not in PRESET_NAMES:
-        raise InvalidInput(f"unknown preset {preset!r}; accepted: {', '.join(PRESET_NAMES)}")
+    ablation = tuple(get_protector(method).ABLATION_PRESETS) if preset is not None and preset not in PRESET_NAMES else ()
+    if preset is not None and preset not in PRESET_NAMES and preset not in ablation:
+        raise InvalidInput(f"unknown preset {preset!r}; accepted: {', '.join(PRESET_NAMES + ablation)}")
     overrides = dict(overrides or {})
     config_cls = CONFIGS[method]
     fields = set(config_cls.__dataclass_fields__)

@@ -108,12 +108,21 @@ def parse_sweep(text: str, method: str) -> tuple[str, tuple]:
     if method == "none":
         raise InvalidInput("--sweep needs a protection method (pmt or fmd), not none")
     from photoveil.client.protect import get_protector
+    from photoveil.client.protect.base import PRESET_NAMES
 
+    if key == "preset":  # presets side by side on the same draw (e.g. a new one vs its ablation)
+        cls = get_protector(method)
+        known = (*PRESET_NAMES, *cls.ABLATION_PRESETS)
+        values = tuple(v.strip() for v in raw.split(",") if v.strip())
+        bad = [v for v in values if v not in known]
+        if bad or len(values) < 2:
+            raise InvalidInput(f"--sweep preset needs at least two of {', '.join(known)}; got {raw!r}")
+        return key, values
     fields = {f.name: f for f in dataclasses.fields(get_protector(method).Config)}
     skip = {"seed", "batch_size", "progress", "device", "layers"}
     allowed = sorted(k for k in fields if k not in skip)
     if key not in fields or key in skip:
-        raise InvalidInput(f"cannot sweep {key!r} for {method}; accepted: {', '.join(allowed)}")
+        raise InvalidInput(f"cannot sweep {key!r} for {method}; accepted: preset, {', '.join(allowed)}")
     default = getattr(get_protector(method).Config(), key)
     values = []
     for item in raw.split(","):

@@ -11,6 +11,7 @@ after every attack, so a long run leaves usable partial results.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,13 @@ class Evaluation:
     def model(self, name: str):
         return self.models.get(name)
 
-    def protect(self, ctx: RunContext, setting: tuple[str, ...], extra: dict | None = None) -> Protection:
+    def protect(self, ctx: RunContext, setting: tuple[str, ...], extra: dict | None = None,
+                preset: str | None = None) -> Protection:
         """Protect the run's ``data.protected_paths`` for the authorized ``setting`` (with the
-        hyper-parameters ``extra`` over the config's)."""
+        hyper-parameters ``extra`` over the config's, from ``preset`` instead of the config's)."""
         cfg, data = self.cfg, ctx.data
+        if preset is not None:
+            cfg = dataclasses.replace(cfg, preset=preset)
         nets = [self.model(a) for a in setting]
         size = max({input_hw(n) for n in nets})
         originals = self.faces.get(data.protected_paths, size, model=setting[0])
@@ -78,8 +82,12 @@ class Evaluation:
         key, values = self.cfg.sweep
         records = []
         for v in values:
-            swept = self.protect(ctx, ctx.protection.setting, extra={key: v})
-            sp = {**ctx.protection.params, key: v, "sweep": key}
+            if key == "preset":
+                swept = self.protect(ctx, ctx.protection.setting, preset=v)
+                sp = {**swept.params, "preset": v, "sweep": key}
+            else:
+                swept = self.protect(ctx, ctx.protection.setting, extra={key: v})
+                sp = {**ctx.protection.params, key: v, "sweep": key}
             records += abuse.measure(ctx, swept.uploads, "none", sp, attack="sweep", with_clean=False)
             records += image.measure(ctx, swept.images, sp, attack="sweep")
         return records
