@@ -22,7 +22,9 @@ from photoveil.client.protect.flags import add_method_flags, add_preset_flag, me
 from photoveil.errors import InvalidInput
 
 PROTECTION_METHODS = tuple(CONFIGS)
+from photoveil.evaluation.attacks import ADAPTIVE_ATTACKERS
 from photoveil.evaluation.attacks import ATTACKS as ATTACK_CHOICES
+from photoveil.evaluation.attacks import DEFAULT_ATTACKS
 
 
 
@@ -59,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="privacy/utility curve along one hyper-parameter, e.g. steps=25,50,100 or init_sigma=40,60,80")
     p.add_argument("--attacks", default=None,
                    help=f"comma-separated subset of {','.join(ATTACK_CHOICES)} (image metrics always run; default "
-                        f"all, or abuse,attributes on your own photos)")
+                        f"all but adaptive, or abuse,attributes on your own photos)")
     p.add_argument("--transforms", default=None,
                    help="robustness transforms (default all: jpeg95,jpeg75,jpeg50,down0.5,blur1)")
     p.add_argument("--kappa", type=float, default=0.2, help="Eq. 10 similarity threshold (default 0.2)")
@@ -77,6 +79,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--invert-steps", type=int, default=200, help="Level-2 inversion steps")
     g.add_argument("--invert-alpha", type=float, default=4.0, help="Level-2 initial step (0-255 units)")
     g.add_argument("--invert-tv", type=float, default=0.05, help="Level-2 TV weight")
+    a = p.add_argument_group("adaptive attackers (--attacks adaptive)")
+    a.add_argument("--adaptive-attackers", default=",".join(ADAPTIVE_ATTACKERS),
+                   help=f"comma-separated subset of {','.join(ADAPTIVE_ATTACKERS)} (default: all)")
+    a.add_argument("--adaptive-budgets", default="500,2000,0",
+                   help="public-shallow attacker images, one head each (0 = every attacker identity; default "
+                        "500,2000,0)")
+    a.add_argument("--adaptive-epochs", type=int, default=8, help="public-shallow head epochs (default 8)")
+    a.add_argument("--adaptive-protect-budgets", default="32,96",
+                   help="robust-training / purifier: attacker images protected with the public protector "
+                        "(default 32,96)")
+    a.add_argument("--adaptive-recognizer", default="mobileface",
+                   help="robust-training: the unauthorized recognizer fine-tuned (default mobileface)")
+    a.add_argument("--adaptive-finetune-epochs", type=int, default=4)
+    a.add_argument("--adaptive-purifier-epochs", type=int, default=15)
+    a.add_argument("--adaptive-artifact", default=None,
+                   help="signed 'shallow' artifact folder the public-shallow attacker loads (default: export and "
+                        "sign one into the cache, as the provider publishes it)")
+    a.add_argument("--adaptive-public-key", default=None, help="the provider's public key for --adaptive-artifact")
+    a.add_argument("--adaptive-cache", default="runs/adaptive-cache",
+                   help="attacker features, heads, protected attacker images (default runs/adaptive-cache)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--cache-dir", default=None, help="face-model cache (default: $PHOTOVEIL_CACHE or the user cache)")
@@ -88,6 +110,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _csv(text: str | None) -> tuple[str, ...]:
     return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in _csv(text))
+    except ValueError:
+        raise InvalidInput(f"{flag} takes comma-separated integers, got {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace):
@@ -107,7 +136,7 @@ def config_from_args(args: argparse.Namespace):
     probe = EvalConfig(method=args.method, data=str(args.data) if args.data else None, alignment=args.alignment,
                        faces=args.faces)
     attacks = _csv(args.attacks) if args.attacks is not None else (
-        ("abuse", "attributes") if probe.uses_photos else ATTACK_CHOICES)
+        ("abuse", "attributes") if probe.uses_photos else DEFAULT_ATTACKS)
     if args.data:  # a cheap look at the file names, before any model loads
         if probe.uses_photos:
             from photoveil.evaluation.photos import list_photos
@@ -117,8 +146,8 @@ def config_from_args(args: argparse.Namespace):
             from photoveil.data.faces import scan_identity_folder
 
             scan_identity_folder(args.data)
-    return EvalConfig(faces=args.faces, 
-        method=args.method, authorized=tuple(args.authorized or ("faceapi-resnet34",)),
+    return EvalConfig(
+        method=args.method, faces=args.faces, authorized=tuple(args.authorized or ("faceapi-resnet34",)),
         evaluated=None if evaluated in ((), ("all",)) else evaluated, separately=args.separately,
         data=str(args.data) if args.data else None, identities=args.identities, identity_split=args.identity_split,
         images_per_identity=args.images_per_identity, pairs=args.pairs,
@@ -129,6 +158,12 @@ def config_from_args(args: argparse.Namespace):
         recon_train_images=args.recon_train_images, recon_test_images=args.recon_test_images,
         recon_epochs=args.recon_epochs, recon_width=args.recon_width, invert_steps=args.invert_steps,
         invert_alpha=args.invert_alpha, invert_tv=args.invert_tv, seed=args.seed, cache_dir=args.cache_dir,
+        adaptive_attackers=_csv(args.adaptive_attackers),
+        adaptive_budgets=_ints(args.adaptive_budgets, "--adaptive-budgets"), adaptive_epochs=args.adaptive_epochs,
+        adaptive_protect_budgets=_ints(args.adaptive_protect_budgets, "--adaptive-protect-budgets"),
+        adaptive_recognizer=args.adaptive_recognizer, adaptive_finetune_epochs=args.adaptive_finetune_epochs,
+        adaptive_purifier_epochs=args.adaptive_purifier_epochs, adaptive_artifact=args.adaptive_artifact,
+        adaptive_public_key=args.adaptive_public_key, adaptive_cache=args.adaptive_cache,
         progress=args.progress,
     )
 

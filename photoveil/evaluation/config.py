@@ -7,7 +7,7 @@ from typing import Any
 
 from photoveil.errors import InvalidInput
 from photoveil.evaluation import metrics as M
-from photoveil.evaluation.attacks import ATTACKS
+from photoveil.evaluation.attacks import ADAPTIVE_ATTACKERS, ATTACKS, DEFAULT_ATTACKS
 
 METHODS = ("pmt", "fmd", "generator", "none")
 FACE_SOURCES = ("auto", "photos", "frames")
@@ -30,7 +30,7 @@ class EvalConfig:
     preset: str | None = "mid"
     overrides: dict[str, Any] = field(default_factory=dict)
     sweep: tuple[str, tuple] | None = None
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = DEFAULT_ATTACKS
     transforms: tuple[str, ...] = tuple(M.TRANSFORMS)
     kappa: float = M.KAPPA
     calib_pairs: int = 100                       # 0: no per-model calibrated kappa
@@ -45,6 +45,19 @@ class EvalConfig:
     invert_steps: int = 200
     invert_alpha: float = 4.0
     invert_tv: float = 0.05
+    # --attacks adaptive (issue 19): attackers holding the published artifact
+    adaptive_attackers: tuple[str, ...] = ADAPTIVE_ATTACKERS
+    adaptive_budgets: tuple[int, ...] = (500, 2000, 0)    # public-shallow attacker images (0 = all)
+    adaptive_epochs: int = 8                               # public-shallow head epochs
+    adaptive_head_width: int = 32
+    adaptive_calib_identities: int = 60                    # attacker identities held out for its threshold
+    adaptive_protect_budgets: tuple[int, ...] = (32, 96)   # robust-training / purifier: own images protected
+    adaptive_recognizer: str = "mobileface"                # robust-training: the recognizer fine-tuned
+    adaptive_finetune_epochs: int = 4
+    adaptive_purifier_epochs: int = 15
+    adaptive_artifact: str | None = None                   # signed shallow artifact (default: published here)
+    adaptive_public_key: str | None = None
+    adaptive_cache: str = "runs/adaptive-cache"
     seed: int = 0
     batch_size: int = 32
     cache_dir: str | None = None
@@ -74,6 +87,7 @@ class EvalConfig:
                                 ("invert_steps", self.invert_steps, 1)):
             if not isinstance(value, int) or value < lo:
                 raise InvalidInput(f"{name} must be an int >= {lo}, got {value!r}")
+        self._check_adaptive()
         if not 0.0 <= self.kappa < 1.0:
             raise InvalidInput(f"kappa must be in [0, 1), got {self.kappa}")
 
@@ -90,6 +104,37 @@ class EvalConfig:
         from pathlib import Path
 
         return self.data is not None and not (Path(self.data).expanduser() / "pairs.txt").is_file()
+
+    def _check_adaptive(self) -> None:
+        self.adaptive_attackers = tuple(self.adaptive_attackers)
+        self.adaptive_budgets = tuple(self.adaptive_budgets)
+        self.adaptive_protect_budgets = tuple(self.adaptive_protect_budgets)
+        bad = set(self.adaptive_attackers) - set(ADAPTIVE_ATTACKERS)
+        if bad or not self.adaptive_attackers:
+            raise InvalidInput(f"unknown adaptive attacker(s) {sorted(bad)}; accepted: {', '.join(ADAPTIVE_ATTACKERS)}")
+        for name, values, lo in (("adaptive_budgets", self.adaptive_budgets, 0),
+                                 ("adaptive_protect_budgets", self.adaptive_protect_budgets, 2)):
+            if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < lo or v > 1_000_000
+                                 for v in values):
+                raise InvalidInput(f"{name} must be a non-empty list of ints in [{lo}, 1000000] (0 = all), "
+                                   f"got {values!r}")
+        for name, value, lo, hi in (("adaptive_epochs", self.adaptive_epochs, 1, 1000),
+                                    ("adaptive_head_width", self.adaptive_head_width, 4, 512),
+                                    ("adaptive_calib_identities", self.adaptive_calib_identities, 2, 100000),
+                                    ("adaptive_finetune_epochs", self.adaptive_finetune_epochs, 1, 1000),
+                                    ("adaptive_purifier_epochs", self.adaptive_purifier_epochs, 1, 1000)):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise InvalidInput(f"{name} must be an int in [{lo}, {hi}], got {value!r}")
+        if bool(self.adaptive_artifact) != bool(self.adaptive_public_key):
+            raise InvalidInput("--adaptive-artifact and --adaptive-public-key go together (the attacker loads the "
+                               "signed artifact and verifies it with the provider's public key)")
+        if self.adaptive_artifact:
+            from pathlib import Path
+
+            for what, path in (("adaptive_artifact", self.adaptive_artifact),
+                               ("adaptive_public_key", self.adaptive_public_key)):
+                if not Path(path).exists():
+                    raise InvalidInput(f"{what} {path!r} does not exist")
 
     def settings(self) -> list[tuple[str, ...]]:
         """The authorized settings protected in turn: one per model with ``separately``,

@@ -151,6 +151,19 @@ def markdown(cfg: EvalConfig, recs: list[dict], timings: dict[str, float], extra
                 "reconstruction-floor: content-free images (flat grey, the mean of the attacker's training faces) "
                 "scored the same way; a reconstruction at or below them recovers nothing of the face that the "
                 "mean face does not.", ""]
+    ada = [r for r in recs if r["attack"] == "adaptive"]
+    if ada:
+        rows = []
+        for r in ada:
+            if r["role"] == "aggregate":
+                continue
+            ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r.get("ci_low") is not None else "-"
+            rows.append([r["authorized"], r.get("preset"), r.get("upload_mode"), r["attacker"], r.get("stage", ""),
+                         r.get("attacker_images"), r.get("attacker_identities"), r.get("attacker_epochs"),
+                         r.get("attacker_wall_s"), r["evaluated_model"], r["metric"], r["value"], ci, r["n"]])
+        out += ["## Adaptive attackers (hold the published artifact; trained on non-evaluated identities)", "",
+                _table(["authorized", "preset", "upload", "attacker", "stage", "images", "identities", "epochs",
+                        "wall s", "evaluated_model", "metric", "value", "95% CI", "n"], rows), ""]
     img = [r for r in recs if r["attack"] == "image"]
     if img:
         out += ["## Image metrics (original vs protected)", "",
@@ -285,6 +298,37 @@ def plot_sweep(path: Path, cfg: EvalConfig, records: list[dict]) -> bool:
     return True
 
 
+def plot_adaptive(path: Path, records: list[dict]) -> bool:
+    """PNG: adaptive attackers' top-1 on protected uploads against attacker images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [r for r in records if r["attack"] == "adaptive" and r["metric"] == "top1" and r["role"] != "aggregate"
+           and r.get("attacker") not in (None, "none")]
+    if not sel:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key in dict.fromkeys((r["attacker"], r["evaluated_model"], r.get("upload_mode")) for r in sel):
+        pts = sorted((r["attacker_images"], r["value"], r.get("ci_low"), r.get("ci_high")) for r in sel
+                     if (r["attacker"], r["evaluated_model"], r.get("upload_mode")) == key)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        err = [[max(0.0, y - (p[2] if p[2] is not None else y)) for y, p in zip(ys, pts)],
+               [max(0.0, (p[3] if p[3] is not None else y) - y) for y, p in zip(ys, pts)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=" / ".join(str(k) for k in key))
+    ax.axhline(0.2, color="grey", ls=":", lw=1, label="goal: top-1 <= 0.2")
+    ax.set_xlabel("attacker images (0: off the shelf)")
+    ax.set_ylabel("top-1 on protected uploads")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_outputs(out_dir: Path, cfg: EvalConfig, records: list[dict], timings: dict[str, float],
                   extras: dict[str, Any]) -> None:
     """results.json (the record list), config.json, results.md and the plots."""
@@ -306,5 +350,5 @@ def write_outputs(out_dir: Path, cfg: EvalConfig, records: list[dict], timings: 
     (out_dir / "results.md").write_text(md)
 
 
-__all__ = ["jsonable", "markdown", "plot_heatmap", "plot_sweep", "save_examples", "save_recon_grid",
+__all__ = ["jsonable", "markdown", "plot_adaptive", "plot_heatmap", "plot_sweep", "save_examples", "save_recon_grid",
            "write_outputs"]
