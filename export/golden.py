@@ -18,7 +18,10 @@ What is recorded, per program kind (inputs are the values the host loop of
 * ``pmt-step``: ``x`` (the image), ``x_t0`` (the start), per-step ``noise`` and ``theta``
   (stacked over the steps), ``x_t1`` after one step, ``x_tN`` after all steps, and the
   ``features`` entry point on ``x_tN``;
-* ``fmd-step``: ``prepare(x) -> (logits, feat_x)``, ``y``, ``x_star0``, one step, N steps;
+* ``fmd-step``: ``prepare(x) -> (logits, feat_x, emb_x)``, ``y``, ``x_star0`` and ``m0`` (the
+  zero momentum), per-step ``alpha`` (and ``theta`` with diversity), one step, N steps (the
+  loop carries ``(x_star, m)``: a loop whose ``carry`` is a list feeds the program's first
+  outputs back as those inputs);
 * ``generator`` / ``shallow``: ``forward(x)``.
 
 Plus the exact wire bytes of the Identify requests a phone sends for the result (image
@@ -91,7 +94,8 @@ class _Recorder:
 
     def __call__(self, *tensors):
         out = self.step(*tensors)
-        self.calls.append(([t.detach().clone() for t in tensors], out.detach().clone()))
+        first = out[0] if isinstance(out, tuple) else out
+        self.calls.append(([t.detach().clone() for t in tensors], first.detach().clone()))
         return out
 
 
@@ -150,22 +154,26 @@ def write_golden(artifact: str | os.PathLike, out: str | os.PathLike | None = No
         prot.protect(x)
         (first_in, first_out), last_out = rec.calls[0], rec.calls[-1][1]
         names = [i["name"] for i in m.inputs]
-        carry = wr.put(f"{names[0]}0", first_in[0])
+        carry = [wr.put(f"{names[0]}0", first_in[0])]
         if m.kind == "pmt-step":
             fixed, per_step = ["x"], [wr.put("noise", torch.stack([a[2] for a, _ in rec.calls])),
                                       wr.put("theta", torch.stack([a[3] for a, _ in rec.calls]))]
         else:
-            logits, feat_x = PteProgram(art.folder)(x, entry="prepare")[:2]
+            logits, feat_x, emb_x = PteProgram(art.folder)(x, entry="prepare")[:3]
             checks.append({"name": "prepare", "entry": "prepare", "inputs": ["x"],
-                           "outputs": [wr.put("logits", logits), wr.put("feat_x", feat_x)], "tolerance": EXACT})
-            fixed, per_step = ["x", "feat_x", wr.put("y", first_in[3])], []
+                           "outputs": [wr.put("logits", logits), wr.put("feat_x", feat_x), wr.put("emb_x", emb_x)],
+                           "tolerance": EXACT})
+            carry.append(wr.put("m0", first_in[1]))
+            fixed = ["x", "feat_x", "emb_x", wr.put("y", first_in[5])]
+            per_step = [wr.put(n, torch.stack([a[i] for a, _ in rec.calls])) for i, n in enumerate(names)
+                        if n in ("alpha", "theta")]
         one = wr.put(f"{names[0]}1", first_out)
         result = wr.put(f"{names[0]}N", last_out)
-        step0 = [carry, *fixed, *[f"{p}[0]" for p in per_step]]
+        step0 = [*carry, *fixed, *[f"{p}[0]" for p in per_step]]
         checks.append({"name": "one_step", "entry": "forward", "inputs": step0, "outputs": [one],
                        "tolerance": ONE_STEP})
-        checks.append({"name": "full_run", "loop": {"entry": "forward", "carry": carry, "fixed": fixed,
-                                                    "per_step": per_step, "steps": len(rec.calls)},
+        checks.append({"name": "full_run", "loop": {"entry": "forward", "carry": carry[0] if len(carry) == 1 else carry,
+                                                    "fixed": fixed, "per_step": per_step, "steps": len(rec.calls)},
                        "outputs": [result], "tolerance": FULL_RUN})
     else:
         raise InvalidInput(f"no golden vectors for program kind {m.kind!r}")
@@ -269,11 +277,12 @@ def check_golden(golden: str | os.PathLike, artifact: str | os.PathLike) -> list
     for check in doc["checks"]:
         if "loop" in check:
             loop = check["loop"]
-            x_t = tensors[loop["carry"]]
+            names = [loop["carry"]] if isinstance(loop["carry"], str) else loop["carry"]
+            carried = [tensors[c] for c in names]
             for i in range(loop["steps"]):
                 args = [tensors[f] for f in loop["fixed"]] + [tensors[p][i] for p in loop["per_step"]]
-                x_t = program(x_t, *args, entry=loop["entry"])[0]
-            outs = [x_t]
+                carried = list(program(*carried, *args, entry=loop["entry"])[:len(carried)])
+            outs = carried[:1]
         else:
             outs = program(*[_arg(tensors, a) for a in check["inputs"]], entry=check["entry"])
         for name, got in zip(check["outputs"], outs):

@@ -79,7 +79,9 @@ KINDS: dict[str, ProgramKind] = {k.name: k for k in (
     ProgramKind("pmt-step", "pmt", ("forward", "features"),
                 baked=("step_size", "augment", "pool", "kernel", "kernel_length", "layers"),
                 host=("steps", "init", "init_sigma", "aug_sigma", "aug_affine")),
-    ProgramKind("fmd-step", "fmd", ("forward", "prepare"), baked=("eps", "alpha", "lam"), host=("steps",)),
+    ProgramKind("fmd-step", "fmd", ("forward", "prepare"),
+                baked=("eps", "lam", "lam_emb", "feature_loss", "mu", "diversity", "kernel", "kernel_length", "update"),
+                host=("steps", "alpha", "alpha_schedule")),
 )}
 
 
