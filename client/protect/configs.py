@@ -132,8 +132,8 @@ class FMDConfig(ProtectorConfig):
     alpha_schedule: str = param("cosine", choices=ALPHA_SCHEDULES, help="step-size schedule over the steps")
     diversity: float = param(0.0, lo=0.0, hi=0.3, help="input diversity: max relative shift/scale of a random "
                                                        "affine warp per step (0 = off)")
-    kernel: str = param("none", choices=KERNELS, help="translation-invariant gradient smoothing")
-    kernel_length: int = param(1, lo=1, hi=15, help="half-length k of the smoothing kernel (size 2k+1)")
+    kernel: str = param("gaussian", choices=KERNELS, help="translation-invariant gradient smoothing")
+    kernel_length: int = param(2, lo=1, hi=15, help="half-length k of the smoothing kernel (size 2k+1)")
     update: str = param("sign", choices=FMD_UPDATES, help="step direction: sign (paper) | l2 (alpha * g / rms(g))")
     split: str | None = param(None, help="split point of the authorized face model whose feature map is "
                                          "distorted (default: the model's default split)")

@@ -276,9 +276,9 @@ class FMDBase(StepProtector):
     method = "fmd"
     Config = FMDConfig
     PRESETS = {
-        "low": {"eps": 8.0, "alpha": 2.0},
-        "mid": {"eps": 16.0, "alpha": 4.0},
-        "high": {"eps": 24.0, "alpha": 6.0},
+        "low": {"eps": 8.0, "alpha": 3.0},
+        "mid": {"eps": 16.0, "alpha": 6.0},
+        "high": {"eps": 24.0, "alpha": 9.0},
     }
 
     def __init__(self, config: FMDConfig | None, step, prepare, in_channels: int = 3):
