@@ -245,26 +245,35 @@ class PtePMT(_ProgramShape, PMTBase):
 
 
 class _Prepare:
-    """``x -> (logits, feat_x)`` through the FMD program's ``prepare`` entry point."""
+    """``x -> (logits, feat_x, emb_x)`` through the FMD program's ``prepare`` entry point."""
 
     def __init__(self, program: PteProgram):
         self.program = program
 
     def __call__(self, x: torch.Tensor):
-        logits, feat = self.program(x, entry="prepare")[:2]
-        return logits, feat
+        logits, feat, emb = self.program(x, entry="prepare")[:3]
+        return logits, feat, emb
+
+
+class _FMDProgramStep(ProgramStep):
+    """The ``fmd-step`` program's ``forward``: ``(x_star_next, m_next)``."""
+
+    def __call__(self, *tensors: torch.Tensor):
+        self.calls += 1
+        out = self.program(*tensors)
+        return out[0], out[1]
 
 
 class PteFMD(_ProgramShape, FMDBase):
-    """FMD on an ``fmd-step`` program (``eps``, ``alpha``, ``lam`` baked in; ``steps`` and
-    ``seed`` are the host's)."""
+    """FMD on an ``fmd-step`` program (``eps``, ``lam``, ``lam_emb``, ``feature_loss``, ``mu``,
+    ``diversity`` baked in; ``steps``, ``alpha``, ``alpha_schedule`` and ``seed`` are the host's)."""
 
     def __init__(self, artifact: str | os.PathLike, config: FMDConfig | None = None, verify: bool = True,
                  **overrides: Any):
         self.program = PteProgram(artifact, verify, expect_kind="fmd-step")
         cfg = _config(FMDConfig, self.program, config, overrides)
         in_channels = self.program.input_shapes[0][1]
-        super().__init__(cfg, ProgramStep(self.program), _Prepare(self.program), in_channels)
+        super().__init__(cfg, _FMDProgramStep(self.program), _Prepare(self.program), in_channels)
 
     def _protect(self, images, rng):
         return self._run_chunked(super()._protect, images, rng)

@@ -20,7 +20,10 @@ What is recorded, per program kind (inputs are the values the host loop of
   the ``refs`` (``x``, or the clean taps with ``match="clean"``), per-call ``noise``,
   ``theta`` and ``alpha`` (stacked over the calls), ``x_t1`` after one call, ``x_tN`` after
   all, and the ``features`` entry point on ``x_tN``;
-* ``fmd-step``: ``prepare(x) -> (logits, feat_x)``, ``y``, ``x_star0``, one step, N steps;
+* ``fmd-step``: ``prepare(x) -> (logits, feat_x, emb_x)``, ``y``, ``x_star0`` and ``m0`` (the
+  zero momentum), per-step ``alpha`` (and ``theta`` with diversity), one step, N steps (the
+  loop carries ``(x_star, m)``: a loop whose ``carry`` is a list feeds the program's first
+  outputs back as those inputs);
 * ``generator`` / ``shallow``: ``forward(x)``.
 
 Plus the exact wire bytes of the Identify requests a phone sends for the result (image
@@ -159,12 +162,15 @@ def write_golden(artifact: str | os.PathLike, out: str | os.PathLike | None = No
             fixed = ["x"] if refs == ["x"] else [wr.put(r, t) for r, t in zip(refs, first_in[2:-3])]
             per_step = [wr.put(n, torch.stack([a[i] for a, _ in rec.calls]))
                         for n, i in (("noise", -3), ("theta", -2), ("alpha", -1))]
-        else:
-            carry = [wr.put(f"{names[0]}0", first_in[0])]
-            logits, feat_x = PteProgram(art.folder)(x, entry="prepare")[:2]
+        else:  # (x_star, m, x, feat_x, emb_x, y, [theta,] alpha): x_star and the momentum carried
+            logits, feat_x, emb_x = PteProgram(art.folder)(x, entry="prepare")[:3]
             checks.append({"name": "prepare", "entry": "prepare", "inputs": ["x"],
-                           "outputs": [wr.put("logits", logits), wr.put("feat_x", feat_x)], "tolerance": EXACT})
-            fixed, per_step = ["x", "feat_x", wr.put("y", first_in[3])], []
+                           "outputs": [wr.put("logits", logits), wr.put("feat_x", feat_x), wr.put("emb_x", emb_x)],
+                           "tolerance": EXACT})
+            carry = [wr.put(f"{names[0]}0", first_in[0]), wr.put("m0", first_in[1])]
+            fixed = ["x", "feat_x", "emb_x", wr.put("y", first_in[5])]
+            per_step = [wr.put(n, torch.stack([a[i] for a, _ in rec.calls])) for i, n in enumerate(names)
+                        if n in ("alpha", "theta")]
         one = wr.put(f"{names[0]}1", first_out[0])
         result = wr.put(f"{names[0]}N", last_out[0])
         step0 = [*carry, *fixed, *[f"{p}[0]" for p in per_step]]

@@ -12,9 +12,11 @@ eager reference the bench and the tests compare against.
   program is deterministic; ``refs`` is ``x`` or, with ``match="clean"``, ``E_c(x)``'s taps
   from entry point ``reference``); entry point ``features`` of the same program is the
   shallow forward at the upload point;
-* ``fmd-step``: ``(x_star, x, feat_x, y) -> x_star_next``, one FMD iteration through the
-  authorized recognizer with its gallery head; entry point ``prepare`` gives ``(logits,
-  feat_x)`` of the clean image (the host takes ``y = argmax logits``).
+* ``fmd-step``: ``(x_star, m, x, feat_x, emb_x, y, alpha[, theta]) -> (x_star_next, m_next)``,
+  one FMD iteration through the authorized recognizer with its gallery head (``m`` the
+  momentum buffer, ``alpha`` the host's scheduled step size, ``theta`` the diversity warp
+  where the program has diversity); entry point ``prepare`` gives ``(logits, feat_x,
+  emb_x)`` of the clean image (the host takes ``y = argmax logits``).
 
 The kinds, and which protector settings each bakes in, are :data:`photoveil.artifact.KINDS`.
 
@@ -242,9 +244,11 @@ def pmt_step_program(models="faceapi-resnet34", config=None, size=None, batch: i
 
 def fmd_step_program(classifier: nn.Module, config=None, size=(150, 150), batch: int = 1, mode: str = "fast",
                      model_id: str = "", split: str | None = None, **lower_opts) -> Program:
-    """One FMD iteration through ``classifier`` (``(logits, feature_map)``), plus the
-    ``prepare`` method ``x -> (logits, feat_x)``."""
-    from photoveil.client.protect.fmd import FMDConfig, FMDProtector
+    """One FMD iteration through ``classifier`` (``(logits, feature_map)``):
+    ``(x_star, m, x, feat_x, emb_x, y, alpha[, theta]) -> (x_star_next, m_next)``, plus the
+    ``prepare`` method ``x -> (logits, feat_x, emb_x)``."""
+    from photoveil.client.protect.fmd import FMDConfig, FMDPrepare, FMDProtector
+    from photoveil.client.protect.ops import random_affine_theta
     from photoveil.export.gradients import trace_step
 
     config = config or FMDConfig()
@@ -252,16 +256,24 @@ def fmd_step_program(classifier: nn.Module, config=None, size=(150, 150), batch:
     h, w = _size(size, (150, 150))
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, 3, h, w, generator=g)
+    prepare = FMDPrepare(prot.classifier)
     with torch.no_grad():
-        logits, feat_x = prot.classifier(x)
+        logits, feat_x, emb_x = prepare(x)
     y = logits.argmax(1)
     x_star = (x + (2 * torch.rand(x.shape, generator=g) - 1) * prot.step.eps).clamp(0, 1)
-    inputs = (x_star, x, feat_x, y)
+    m = torch.zeros_like(x)
+    alpha = torch.full((1,), config.alpha / 255.0)
+    inputs = (x_star, m, x, feat_x, emb_x, y, alpha)
+    names = ["x_star", "m", "x", "feat_x", "emb_x", "y", "alpha"]
+    if prot.step.diversity:
+        d = config.diversity
+        inputs += (random_affine_theta(batch, 60.0 * d, d, d, generator=g),)
+        names.append("theta")
     gm = trace_step(prot.step, inputs, mode=mode)
     params = {**KINDS["fmd-step"].params(prot.config), "trace_mode": mode, "classes": int(logits.shape[1]),
-              "units": "eps/alpha in 0-255 units"}
+              "units": "eps/alpha in 0-255 units; the alpha input in [0,1] units"}
     opts = LowerOptions(kind="fmd-step", model_id=model_id, program="fmd-step", split=split,
                         alignment=_alignment(model_id) if model_id else None,
-                        input_names=["x_star", "x", "feat_x", "y"], output_names=["x_star_next"], extra=params,
-                        entry_points={"prepare": (prot.classifier, (x,))}, **lower_opts)
+                        input_names=names, output_names=["x_star_next", "m_next"], extra=params,
+                        entry_points={"prepare": (prepare, (x,))}, **lower_opts)
     return Program(gm, inputs, opts, prot.step, meta={"protector": prot})

@@ -81,7 +81,9 @@ KINDS: dict[str, ProgramKind] = {k.name: k for k in (
                        "steps_per_call"),
                 host=("steps", "step_size", "schedule", "final_step", "stop_loss", "init", "init_sigma",
                       "aug_sigma", "aug_affine")),
-    ProgramKind("fmd-step", "fmd", ("forward", "prepare"), baked=("eps", "alpha", "lam"), host=("steps",)),
+    ProgramKind("fmd-step", "fmd", ("forward", "prepare"),
+                baked=("eps", "lam", "lam_emb", "feature_loss", "mu", "diversity", "kernel", "kernel_length", "update"),
+                host=("steps", "alpha", "alpha_schedule")),
 )}
 
 

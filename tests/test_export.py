@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from photoveil.client.protect.fmd import FMDConfig, GalleryClassifier
+from photoveil.client.protect.fmd import FMDConfig, FMDPrepare, GalleryClassifier
 from photoveil.client.protect.pmt import PMTConfig, PMTProtector
 from photoveil.client.protect.shallow import ShallowModel
 from photoveil.client.runtime import PteProgram
@@ -237,18 +237,24 @@ def test_fast_pmt_program_clean_match_momentum_and_three_steps_per_call_match_ea
     torch.testing.assert_close(got[2], want[2], atol=1e-5, rtol=1e-3)
 
 
-def test_fmd_step_pte_matches_eager():
-    prog = P.fmd_step_program(toy_gallery(), FMDConfig(seed=0), size=40, model_id="toy")
+@pytest.mark.parametrize("cfg", [FMDConfig(seed=0, lam=1.0, feature_loss="mse"),           # the paper's step
+                                 FMDConfig(seed=0, lam_emb=1.0, feature_loss="nmse", mu=0.5, diversity=0.1)],
+                         ids=["paper", "transfer"])
+def test_fmd_step_pte_matches_eager(cfg):
+    prog = P.fmd_step_program(toy_gallery(), cfg, size=40, model_id="toy")
     low = lower(prog.module, prog.inputs, prog.options)
     assert XNNPACK_BACKEND in low.delegates
-    ref = prog.eager(*prog.inputs)
-    out = run(low.buffer, *prog.inputs)[0]
-    assert sign_agreement(out, ref, prog.inputs[0]) > 0.999
+    ref_x, ref_m = prog.eager(*prog.inputs)
+    out, m = run(low.buffer, *prog.inputs)[:2]
+    assert sign_agreement(out, ref_x, prog.inputs[0]) > 0.999
+    assert (m.sign() == ref_m.sign()).float().mean() > 0.999  # the momentum buffer the host carries
+    x = prog.inputs[2]
     eps = prog.meta["protector"].step.eps
-    assert (out - prog.inputs[1]).abs().max() <= eps + 1e-6
-    logits, feat = run(low.buffer, prog.inputs[1], entry="prepare")[:2]
-    ref_logits, ref_feat = toy_gallery()(prog.inputs[1])
+    assert (out - x).abs().max() <= eps + 1e-6
+    logits, feat, emb = run(low.buffer, x, entry="prepare")[:3]
+    ref_logits, ref_feat, ref_emb = FMDPrepare(toy_gallery())(x)
     torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(emb, ref_emb, atol=1e-4, rtol=1e-4)
 
 
 def test_explain_lists_operators_outside_the_delegate():

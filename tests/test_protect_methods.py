@@ -6,12 +6,13 @@ import torch
 from torch import nn
 
 from photoveil.client.protect import get_protector
-from photoveil.client.protect.fmd import FMDConfig, FMDProtector, GalleryClassifier, LayerTap
+from photoveil.client.protect.fmd import PAPER, FMDConfig, FMDPrepare, FMDProtector, FMDStep, GalleryClassifier, LayerTap
 from photoveil.client.protect.ops import ti_kernel
 from photoveil.client.protect.pmt import PMTConfig, PMTProtector
 from photoveil.client.protect.shallow import ShallowModel
 from photoveil.errors import InvalidInput
 from tests.toys import classifier as toy_classifier
+from tests.toys import gallery_classifier as toy_gallery
 from tests.toys import two_taps as toy_shallow
 
 
@@ -48,7 +49,10 @@ def test_pmt_config_rejects_out_of_range(bad):
         PMTConfig(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(eps=0), dict(alpha=-1), dict(steps=0), dict(lam=-0.5)])
+@pytest.mark.parametrize("bad", [dict(eps=0), dict(alpha=-1), dict(steps=0), dict(lam=-0.5), dict(lam_emb=-1.0),
+                                 dict(feature_loss="l1"), dict(mu=1.0), dict(alpha_schedule="step"),
+                                 dict(diversity=0.5), dict(kernel="box"), dict(kernel_length=0),
+                                 dict(update="linf")])
 def test_fmd_config_rejects_out_of_range(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         FMDConfig(**bad)
@@ -290,3 +294,49 @@ def test_clean_match_uses_the_features_of_the_original_once(images):
     with torch.no_grad():
         want = p.one_step.taps(model, images)
     assert len(refs) == 2 and all(torch.equal(r, w) for r, w in zip(refs, want))
+
+
+@pytest.mark.parametrize("loss,lam,lam_emb", [("mse", 1.0, 0.0), ("nmse", 0.0, 1.0), ("nmse", 0.5, 2.0)])
+def test_fmd_step_ascends_its_loss(loss, lam, lam_emb):
+    """The written-out output gradients of the step are those of ``FMDStep.loss``: with no
+    momentum, smoothing or diversity the update is ``alpha * sign(grad J)``."""
+    clf = toy_gallery()
+    step = FMDStep(clf, eps=1.0, lam=lam, lam_emb=lam_emb, feature_loss=loss)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 24, 24, generator=g) * 0.5 + 0.25
+    logits, feat_x, emb_x = FMDPrepare(clf)(x)
+    y = logits.argmax(1)
+    x_star = (x + (torch.rand(x.shape, generator=g) - 0.5) * 0.1).requires_grad_(True)
+    (grad,) = torch.autograd.grad(step.loss(x_star, feat_x, emb_x, y), x_star)
+    alpha = torch.full((1,), 0.01)
+    out, m = step(x_star.detach(), torch.zeros_like(x), x, feat_x, emb_x, y, alpha)
+    agree = ((out - x_star.detach()).sign() == grad.sign()).float().mean()
+    assert agree > 0.999
+    assert torch.equal(m.sign(), grad.sign())
+
+
+def test_fmd_cosine_schedule_decays_to_an_eighth():
+    p = FMDProtector(toy_gallery(), FMDConfig(alpha=8.0, steps=5, alpha_schedule="cosine"))
+    a = p.alphas()
+    assert len(a) == 5 and a[0] == pytest.approx(8 / 255) and a[-1] == pytest.approx(1 / 255)
+    assert all(x > y for x, y in zip(a, a[1:]))
+    assert FMDProtector(toy_gallery(), FMDConfig(alpha=8.0, steps=3, alpha_schedule="constant")).alphas() == [8 / 255] * 3
+
+
+def _cos(clf, a, b):
+    with torch.no_grad():
+        return torch.nn.functional.cosine_similarity(FMDPrepare(clf)(a)[2], FMDPrepare(clf)(b)[2]).mean().item()
+
+
+@pytest.mark.parametrize("diversity", [0.0, 0.1])
+def test_transfer_fmd_moves_an_unauthorized_model_more_and_keeps_the_authorized_embedding(diversity):
+    """On stand-in recognizers (same architecture, other weights), the transfer variant's
+    embedding keep holds the authorized descriptor (cosine >= 0.99) while the paper's
+    argmax-only head lets it drift, and the unauthorized descriptor moves at least as far."""
+    auth, unauth = toy_gallery(0), toy_gallery(7)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    old = FMDProtector(auth, FMDConfig(**{**PAPER, "steps": 10, "seed": 0})).protect(x)
+    new = FMDProtector(auth, FMDConfig(steps=10, seed=0, diversity=diversity)).protect(x)
+    assert (new - x).abs().max() <= 16 / 255 + 1e-6
+    assert _cos(auth, new, x) >= 0.99 and _cos(auth, new, x) > _cos(auth, old, x)
+    assert _cos(unauth, new, x) <= _cos(unauth, old, x) + 0.01

@@ -117,24 +117,66 @@ class PMTConfig(ProtectorConfig):
         return [lo + (a - lo) * 0.5 * (1 + math.cos(math.pi * f)) for f in frac]
 
 
+FEATURE_LOSSES = ("mse", "nmse")
+ALPHA_SCHEDULES = ("constant", "cosine")
+FMD_UPDATES = ("sign", "l2")
+
+
 @dataclass
 class FMDConfig(ProtectorConfig):
     """FMD hyper-parameters (pixel quantities in 0-255 units).
 
+    The paper's Alg. 1 / Eq. 5 is ``feature_loss="mse", lam=1, lam_emb=0, mu=0,
+    alpha_schedule="constant", diversity=0`` with ``alpha=4, steps=100`` (the ``paper``
+    ablation row, :data:`photoveil.client.protect.fmd.PAPER`); the defaults are the
+    transfer-and-speed variant chosen by ``evaluate`` on a tuning draw (see docs).
+
     Attributes:
         eps: L-inf budget, (0, 255].
-        alpha: step size, (0, 255].
+        alpha: step size (the first step's under ``alpha_schedule="cosine"``), (0, 255].
         steps: iterations N, 1..10000.
-        lam: weight lambda of the authorized cross-entropy, [0, 1000].
+        lam: weight lambda of the authorized cross-entropy over the enrolled identities
+            (the paper's L_p), [0, 1000].
+        lam_emb: weight of the authorized *embedding* term ``cos(e(x*), e(x))``: keeps the
+            authorized model's own descriptor (so verification, not only the argmax of the
+            gallery head, holds), [0, 1000].
+        feature_loss: ``mse`` (paper: mean squared difference of ``f_l``) | ``nmse``
+            (``||f_l(x*) - f_l(x)||^2 / ||f_l(x)||^2`` per image: scale-free, so ``lam`` /
+            ``lam_emb`` mean the same at every layer).
+        mu: momentum of the signed update (MI-FGSM: ``g <- mu g + grad / mean|grad|``,
+            step ``alpha sign(g)``), [0, 1); 0 = the paper's plain sign step.
+        alpha_schedule: ``constant`` | ``cosine`` (alpha decays from ``alpha`` to
+            ``alpha / 8`` over the steps).
+        diversity: input diversity: each step the image (and the clean reference) is
+            warped by a fresh random affine map of up to ``diversity`` relative shift and
+            scale and ``60 * diversity`` degrees of rotation, [0, 0.3]; 0 = off.
+        kernel: gradient smoothing before the sign (``gaussian`` | ``linear`` | ``none``; the
+            TI kernel of :func:`photoveil.client.protect.ops.ti_kernel`): a spatially
+            coherent perturbation, which transfers better and keeps more of the image's
+            structure (SSIM) than per-pixel signs.
+        kernel_length: half-length k of the kernel (size 2k+1), 1..15.
+        update: ``sign`` (paper: ``alpha sign(g)``, every pixel moves by alpha) | ``l2``
+            (``alpha g / rms(g)``: pixels move by their gradient's size, so the
+            perturbation spends the eps-ball where it matters and keeps more SSIM).
         split: split point of a face recognizer whose feature map ``f_l`` is distorted
             (used where the classifier is built from a registry model; None: its default).
         device: torch device.
     """
 
     eps: float = param(16.0, lo=0.0, hi=255.0, low_open=True, help="L-inf budget (0-255 units)")
-    alpha: float = param(4.0, lo=0.0, hi=255.0, low_open=True, help="step size (0-255 units)")
-    steps: int = param(100, lo=1, hi=10000, help="iterations N")
-    lam: float = param(1.0, lo=0.0, hi=1000.0, help="weight lambda of the authorized cross-entropy")
+    alpha: float = param(6.0, lo=0.0, hi=255.0, low_open=True, help="step size (0-255 units)")
+    steps: int = param(12, lo=1, hi=10000, help="iterations N")
+    lam: float = param(0.0, lo=0.0, hi=1000.0, help="weight lambda of the authorized cross-entropy")
+    lam_emb: float = param(1.0, lo=0.0, hi=1000.0, help="weight of the authorized embedding cosine term")
+    feature_loss: str = param("nmse", choices=FEATURE_LOSSES, help="feature distortion loss: mse (paper) | "
+                                                                  "nmse (normalised by the clean feature norm)")
+    mu: float = param(0.9, lo=0.0, hi=0.999, help="momentum of the signed update (0 = plain sign step)")
+    alpha_schedule: str = param("cosine", choices=ALPHA_SCHEDULES, help="step-size schedule over the steps")
+    diversity: float = param(0.0, lo=0.0, hi=0.3, help="input diversity: max relative shift/scale of a random "
+                                                       "affine warp per step (0 = off)")
+    kernel: str = param("gaussian", choices=KERNELS, help="translation-invariant gradient smoothing")
+    kernel_length: int = param(2, lo=1, hi=15, help="half-length k of the smoothing kernel (size 2k+1)")
+    update: str = param("sign", choices=FMD_UPDATES, help="step direction: sign (paper) | l2 (alpha * g / rms(g))")
     split: str | None = param(None, help="split point of the authorized face model whose feature map is "
                                          "distorted (default: the model's default split)")
     device: str = "cpu"
