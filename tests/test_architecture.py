@@ -23,7 +23,7 @@ LAYERS = (
     ("photoveil.client",),
     ("photoveil.export", "photoveil.server", "photoveil.generator_training"),
     ("photoveil.evaluation",),
-    ("photoveil.demo", "photoveil.loadtest", "photoveil.cli", "photoveil.models_cli", "photoveil.artifacts_cli"),
+    ("photoveil.__main__", "photoveil.demo", "photoveil.loadtest", "photoveil.cli", "photoveil.models_cli", "photoveil.artifacts_cli"),
 )
 GENERATED = "photoveil.v1"
 TEST_HELPERS = ("photoveil.server.testing",)  # fixtures for the tests, not for the product
