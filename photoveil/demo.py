@@ -104,7 +104,9 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
     # artifact id -> (the model id its manifest must name to be reused, how to build it)
     wanted = {"shallow": (model, lambda: P.shallow_program(model, cache_dir=cache_dir))}
     if "pmt" in methods:
-        wanted["pmt-step"] = (model, lambda: P.pmt_step_program(model, cache_dir=cache_dir))
+        from photoveil.client.protect.factory import build_config
+
+        wanted["pmt-step"] = (model, lambda: P.pmt_step_program(model, build_config("pmt", "mid"), cache_dir=cache_dir))
     if "fmd" in methods:
         def fmd():
             clf, model_id, split = fmd_classifier(model, cache_dir=cache_dir)
@@ -128,7 +130,9 @@ def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = 
                 m = read_manifest(folder)
             except PhotoveilError:
                 m = None  # none yet, or unreadable: export it again
-            if m is not None and m.photoveil_version == __version__ and m.model_id == model_id:
+            # a pmt-step program of the loop before issue 21 (no alpha input) is exported again
+            current = artifact_id != "pmt-step" or (m is not None and "alpha" in [i.get("name") for i in m.inputs])
+            if m is not None and m.photoveil_version == __version__ and m.model_id == model_id and current:
                 continue
         shutil.rmtree(folder, ignore_errors=True)
         log(f"provider: exporting {artifact_id} for {model} (first run only; about a minute) ...")
