@@ -11,19 +11,10 @@ from the ``sweep`` records (the same identities, pairs and thresholds).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``p`` measured on ``n`` trials."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
+from photoveil.evaluation.metrics import wilson
 
 
 def fmt(rec: dict | None, ci: bool = True) -> str:

@@ -33,18 +33,10 @@ from photoveil import readability as R
 from photoveil.evaluation import metrics as M
 from photoveil.facemodels.embed import embed
 
+from photoveil.evaluation.metrics import wilson
+
 if TYPE_CHECKING:
     from photoveil.evaluation.context import RunContext
-
-
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``p`` observed on ``n`` trials."""
-    if n <= 0 or p is None or math.isnan(p):
-        return float("nan"), float("nan")
-    d = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / d
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def mean_ci(values: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
