@@ -157,31 +157,18 @@ def _lightning_module(decoder: FeatureDecoder, lr: float, epochs: int):
     return DecoderModule()
 
 
-def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 30, batch_size: int = 16,
-                  lr: float = 3e-3, width: int = 48, seed: int = 0, progress: bool = True) -> FeatureDecoder:
-    """Train a Level-1 reconstruction decoder on ``(images [N,3,H,W], features [N,C,h,w])``.
-
-    Runs a Lightning ``Trainer`` on the CPU (no logger, no checkpoints); returns the decoder
-    in eval mode.
-    """
-    import lightning as L
-
-    if len(images) != len(features) or len(images) < 2:
-        raise InvalidInput(f"decoder training needs >= 2 matching image/feature pairs, got "
-                           f"{len(images)} images and {len(features)} features")
-    if not 1 <= epochs <= 10000:
-        raise InvalidInput(f"decoder epochs must be in [1, 10000], got {epochs}")
-    cfg = DecoderConfig(features.shape[1], tuple(features.shape[-2:]), tuple(images.shape[-2:]), width)
-    torch.manual_seed(seed)
-    decoder = FeatureDecoder(cfg)
-    data = torch.utils.data.TensorDataset(images.float(), features.float())
-    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
-                                         drop_last=len(data) > batch_size,
-                                         generator=torch.Generator().manual_seed(seed))
+def fit_cpu(module, data, epochs: int, batch_size: int, seed: int, progress: bool, **trainer_kwargs) -> None:
+    """``Trainer.fit`` of a LightningModule on ``data`` on the CPU: seeded shuffled batches
+    (the last partial one dropped when there are several), no logger, no checkpoints, and
+    without Lightning's start-up banners (GPU/TPU availability, tips: noise in a CLI run)."""
     import logging
     import warnings
 
-    # Lightning's start-up banners (GPU/TPU availability, tips) are noise in a CLI run.
+    import lightning as L
+
+    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
+                                         drop_last=len(data) > batch_size,
+                                         generator=torch.Generator().manual_seed(seed))
     quiet = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")]
     levels = [q.level for q in quiet]
     for q in quiet:
@@ -192,11 +179,30 @@ def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 30
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
                                 enable_checkpointing=False, enable_progress_bar=progress,
-                                enable_model_summary=False, deterministic=False)
-            trainer.fit(_lightning_module(decoder, lr, epochs), loader)
+                                enable_model_summary=False, **trainer_kwargs)
+            trainer.fit(module, loader)
     finally:
         for q, lvl in zip(quiet, levels):
             q.setLevel(lvl)
+
+
+def train_decoder(images: torch.Tensor, features: torch.Tensor, epochs: int = 30, batch_size: int = 16,
+                  lr: float = 3e-3, width: int = 48, seed: int = 0, progress: bool = True) -> FeatureDecoder:
+    """Train a Level-1 reconstruction decoder on ``(images [N,3,H,W], features [N,C,h,w])``.
+
+    Runs a Lightning ``Trainer`` on the CPU (no logger, no checkpoints); returns the decoder
+    in eval mode.
+    """
+    if len(images) != len(features) or len(images) < 2:
+        raise InvalidInput(f"decoder training needs >= 2 matching image/feature pairs, got "
+                           f"{len(images)} images and {len(features)} features")
+    if not 1 <= epochs <= 10000:
+        raise InvalidInput(f"decoder epochs must be in [1, 10000], got {epochs}")
+    cfg = DecoderConfig(features.shape[1], tuple(features.shape[-2:]), tuple(images.shape[-2:]), width)
+    torch.manual_seed(seed)
+    decoder = FeatureDecoder(cfg)
+    data = torch.utils.data.TensorDataset(images.float(), features.float())
+    fit_cpu(_lightning_module(decoder, lr, epochs), data, epochs, batch_size, seed, progress, deterministic=False)
     return decoder.eval()
 
 

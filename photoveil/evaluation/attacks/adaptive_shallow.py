@@ -23,7 +23,6 @@ artifact export); :func:`publish_shallow` + :class:`ArtifactShallow` are tested 
 """
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -224,26 +223,11 @@ def fit(model: nn.Module, loss: nn.Module, data: torch.utils.data.Dataset, epoch
             opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
             return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))]
 
+    from photoveil.evaluation.reconstruction import fit_cpu
+
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True,
-                                         drop_last=len(data) > batch_size,
-                                         generator=torch.Generator().manual_seed(seed))
-    quiet = [logging.getLogger(n) for n in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.WARNING)
     t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
-                                enable_checkpointing=False, enable_progress_bar=progress,
-                                enable_model_summary=False)
-            trainer.fit(Module(), loader)
-    finally:
-        for q, lvl in zip(quiet, levels):
-            q.setLevel(lvl)
+    fit_cpu(Module(), data, epochs, batch_size, seed, progress)
     model.eval()
     return time.perf_counter() - t0
 
