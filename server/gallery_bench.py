@@ -156,7 +156,7 @@ def _time_queries(store: GalleryStore, model: str, dim: int, queries: np.ndarray
 
 
 def bench_one(backend: str, where: str, gallery: Embeddings, kinds: list[str], nprobes: list[int], log,
-              efs: list[int] = (64,)) -> list[dict]:
+              efs: list[int] = (GalleryIndexConfig.ef_search,)) -> list[dict]:
     model = f"bench-{uuid.uuid4().hex[:8]}"
     vectors, names, queries = gallery.vectors, gallery.names, gallery.queries
     entries, dim = vectors.shape
@@ -248,8 +248,9 @@ def check_args(backends: list[str], sizes: list[int], dim: int, kinds: list[str]
 
 
 def run_bench(backends: list[str], sizes: list[int], dim: int = 128, kinds: list[str] = ("exact", "flat", "ivf"),
-              nprobes: list[int] = (32,), n_queries: int = 1000, gallery_url: str = "", seed: int = 0,
-              log=print, efs: list[int] = (64,), real: Embeddings | None = None) -> list[dict]:
+              nprobes: list[int] = (GalleryIndexConfig.nprobe,), n_queries: int = 1000, gallery_url: str = "",
+              seed: int = 0, log=print, efs: list[int] = (GalleryIndexConfig.ef_search,),
+              real: Embeddings | None = None) -> list[dict]:
     """One record per (backend, gallery, index, knob); the galleries are synthetic ones of
     each of ``sizes`` entries, or the ``real`` one (:func:`lfw_set`) instead."""
     check_args(backends, sizes, dim, kinds, nprobes, n_queries, gallery_url, efs)

@@ -19,6 +19,7 @@ def _words(value: str) -> list[str]:
 
 def register(sub) -> None:
     from photoveil.server import gallery_bench
+    from photoveil.server.config import GalleryIndexConfig
 
     parser = sub.add_parser("gallery", help="the provider's face gallery: search benchmark")
     gsub = parser.add_subparsers(dest="gallery_command", metavar="ACTION")
@@ -30,8 +31,10 @@ def register(sub) -> None:
     p.add_argument("--sizes", default="10000,100000,1000000", help="comma list of gallery entries [1e4,1e5,1e6]")
     p.add_argument("--dim", type=int, default=128, help="embedding dimension [128]")
     p.add_argument("--indexes", default="exact,flat,ivf,hnsw", help="comma list of exact | flat | ivf | hnsw [all]")
-    p.add_argument("--nprobe", default="32", help="comma list of IVF lists scanned per query [32]")
-    p.add_argument("--ef-search", default="64", help="comma list of HNSW candidates per query [64]")
+    p.add_argument("--nprobe", default=str(GalleryIndexConfig.nprobe),
+                   help=f"comma list of IVF lists scanned per query [{GalleryIndexConfig.nprobe}]")
+    p.add_argument("--ef-search", default=str(GalleryIndexConfig.ef_search),
+                   help=f"comma list of HNSW candidates per query [{GalleryIndexConfig.ef_search}]")
     p.add_argument("--queries", type=int, default=1000, help="single-query Identify calls per setting [1000]")
     p.add_argument("--embeddings", choices=("synthetic", "lfw"), default="synthetic",
                    help="synthetic unit vectors at each --sizes, or real embeddings of the LFW images [synthetic]")
