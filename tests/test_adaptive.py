@@ -92,6 +92,25 @@ def test_public_shallow_head_beats_an_untrained_head_on_unseen_identities():
     assert trained_top1 >= untrained_top1 + 0.25, (trained_top1, untrained_top1)
 
 
+@pytest.mark.parametrize("method,params,overrides,expected", [
+    ("fmd", {}, {}, "down64"),                            # FMD's feature layer (FMD_SPLITS), not block2
+    ("fmd", {"split": "block3"}, {}, "block3"),           # an explicit FMD split wins
+    ("pmt", {}, {}, "block2"),                            # PMT's matched split: the default
+    ("pmt", {"split": "deep"}, {}, "block64_3"),          # ... or the deeper one
+    ("generator", {}, {}, "block2"),
+])
+def test_attacked_split_is_the_layer_the_protection_keeps(method, params, overrides, expected):
+    from types import SimpleNamespace
+
+    from photoveil.evaluation.attacks.adaptive_shallow import attacked_split
+    from photoveil.facemodels import registry
+
+    net = SimpleNamespace(spec=registry.get_spec("faceapi-resnet34"))
+    ctx = SimpleNamespace(model=lambda name: net, cfg=SimpleNamespace(method=method, overrides=overrides),
+                          protection=SimpleNamespace(setting=("faceapi-resnet34",), params=params))
+    assert attacked_split(ctx) == expected
+
+
 def test_head_checkpoint_round_trip_weights_only(tmp_path):
     from photoveil.evaluation.attacks.adaptive_shallow import BackHead, HeadConfig, head_embed, load_head, save_head
 

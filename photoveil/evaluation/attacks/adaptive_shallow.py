@@ -274,7 +274,12 @@ def attacked_split(ctx: RunContext) -> str:
     """The split point whose features the protection leaves near the clean ones (PMT: the
     matched split; FMD: its distorted feature layer; otherwise the default split)."""
     net = ctx.model(ctx.protection.setting[0])
-    return net.spec.split_point(ctx.protection.params.get("split") or ctx.cfg.overrides.get("split"))
+    split = ctx.protection.params.get("split") or ctx.cfg.overrides.get("split")
+    if split is None and ctx.cfg.method == "fmd":   # the layer FMD distorts (as factory.fmd_classifier)
+        from photoveil.client.protect.fmd import FMD_SPLITS
+
+        split = FMD_SPLITS.get(net.spec.name)
+    return net.spec.split_point(split)
 
 
 class PublicShallow(B.AdaptiveAttacker):
