@@ -17,8 +17,9 @@ Beside eager, the same run measures the peers and the limit (issue 21):
 * the ``pmt-step`` program against ``torch.compile`` of the same traced step on the host
   (``compile_ms_p50``..., ``ratio_pte_compile``);
 * per program ``gflops_per_call`` (counted from the exported graph, :mod:`.flops`),
-  ``achieved_gflops`` (at the .pte p50) and ``peak_gflops`` (a GEMM micro-benchmark at the
-  same thread count, measured in the same process).
+  ``achieved_gflops`` (at the .pte p50) and ``peak_gflops`` (GEMM micro-benchmarks at the
+  same thread count, measured in the same process: the better of ``peak_gflops_torch`` and
+  ``peak_gflops_xnnpack``).
 
 Whole-protection records: one complete protection of one face (all steps, host loop +
 program calls), one record per (method, preset, size, threads)::
@@ -142,8 +143,9 @@ def _set_threads(n: int) -> None:
     set_threads(n)
 
 
-def _peak(threads: int, cache: dict = {}) -> float:
-    """GEMM peak at this process's thread count, measured once per process."""
+def _peak(threads: int, cache: dict = {}) -> dict:
+    """GEMM peak at this process's thread count (``peak_gflops`` and per library),
+    measured once per process."""
     if threads not in cache:
         from photoveil.export.flops import gemm_peak_gflops
 
@@ -155,8 +157,7 @@ def _flops_fields(flops: int | None, pte_ms: float, threads: int) -> dict:
     if not flops:
         return {}
     gf = flops / 1e9
-    return {"gflops_per_call": round(gf, 4), "achieved_gflops": round(gf / (pte_ms / 1e3), 2),
-            "peak_gflops": _peak(threads)}
+    return {"gflops_per_call": round(gf, 4), "achieved_gflops": round(gf / (pte_ms / 1e3), 2), **_peak(threads)}
 
 
 def _peer_runners(name: str, prog, threads: int, peers: tuple[str, ...]) -> tuple[dict, dict]:
@@ -470,7 +471,7 @@ class _Records(list):
 
 TABLE = ["program", "preset", "size", "threads", "steps", "quantization", "eager_ms_p50", "pte_ms_p50", "pte_ms_p99",
          "ratio_p50", "ort_ms_p50", "ratio_pte_ort", "compile_ms_p50", "ratio_pte_compile", "gflops_per_call",
-         "achieved_gflops", "peak_gflops"]
+         "achieved_gflops", "peak_gflops", "peak_gflops_torch", "peak_gflops_xnnpack"]
 
 
 def table(records: list[dict]) -> str:
