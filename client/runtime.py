@@ -40,6 +40,7 @@ from photoveil.artifact import KINDS, get_kind, open_artifact, verify_hash
 from photoveil.client.protect.base import Protector
 from photoveil.client.protect.fmd import FMDBase, FMDConfig
 from photoveil.client.protect.generator import GeneratorConfig
+from photoveil.imageops import in_layout
 from photoveil.client.protect.pmt import PMTBase, PMTConfig
 from photoveil.errors import InvalidInput, NotFound
 
@@ -103,8 +104,7 @@ class PteProgram:
         return self._entries[name]
 
     def __call__(self, *tensors: torch.Tensor, entry: str = "forward") -> list[torch.Tensor]:
-        args = [t.contiguous() for t in tensors]
-        return list(self._entry(entry).execute(args))
+        return list(self._entry(entry).execute(in_layout(tensors, self.manifest.layout)))
 
 
 def _chunks(images: torch.Tensor, n: int):

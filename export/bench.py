@@ -183,6 +183,7 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
     from photoveil.client.runtime import PteProgram
     from photoveil.export.flops import graph_flops
     from photoveil.export.lowering import export_program
+    from photoveil.imageops import in_layout
 
     folder = out_dir / f"{name}-{size_label}-{prog.options.quantize}"
     art = export_program(prog.module, prog.inputs, prog.options, folder)
@@ -190,11 +191,14 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
     rss0 = _rss_mb()
     pte = PteProgram(folder)
     inputs = prog.inputs
-    pte(*inputs)  # load the method (packs the XNNPACK weights)
+    # each runtime gets its own layout (an NHWC program the bitmap's HWC bytes), so no
+    # timed call pays for a conversion the phone does not make
+    pte_inputs = in_layout(inputs, prog.options.layout)
+    pte(*pte_inputs)  # load the method (packs the XNNPACK weights)
     rss_load = _rss_mb() - rss0
     records = []
     for t in threads:
-        fns = {"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*inputs)}
+        fns = {"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*pte_inputs)}
         runners, notes = _peer_runners(name, prog, t, peers) if prog.options.quantize == "fp32" else ({}, {})
         agree = {}
         for label, run in runners.items():
@@ -211,7 +215,7 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
                "ratio_p50": round(_pct(ms["pte"], 50) / _pct(ms["eager"], 50), 3),
                "pte_bytes": art.manifest.pte_bytes, "rss_load_mb": round(rss_load, 1),
                "peak_rss_mb": round(_peak_rss_mb(), 1), "quantization": prog.options.quantize,
-               "model_id": prog.options.model_id, "delegates": art.manifest.delegates,
+               "layout": prog.options.layout, "model_id": prog.options.model_id, "delegates": art.manifest.delegates,
                "non_delegated_ops": sum(art.manifest.non_delegated_ops.values()), **notes, **agree}
         for label in runners:
             rec.update(_stats(label, ms[label]))

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from photoveil.artifact import LAYOUTS
 from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides
 from photoveil.errors import InvalidInput
 
@@ -50,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--split", help="split point (default: the model's default split)")
     s.add_argument("--int8", action="store_true", help="PT2E int8 quantization (XNNPACKQuantizer)")
     s.add_argument("--calibration", help="folder of images for int8 calibration")
+    s.add_argument("--layout", choices=LAYOUTS, default="NHWC",
+                   help="memory layout of the image and features (default NHWC: XNNPACK's own, a bitmap's)")
     s.set_defaults(func=main)
 
     for kind, method, what in (("pmt-step", "pmt", "one PMT iteration (host calls it N times)"),
@@ -103,7 +106,8 @@ def build(args):
         prog = P.generator_program(net.eval(), size=args.size or trained_size or 112, batch=args.batch,
                                    strength=config.strength, model_id=model_id)
     elif args.program == "shallow":
-        prog = P.shallow_program(args.model, args.split, args.size, args.batch, cache_dir=args.cache_dir)
+        prog = P.shallow_program(args.model, args.split, args.size, args.batch, cache_dir=args.cache_dir,
+                                 layout=args.layout)
     elif args.program == "pmt-step":
         prog = P.pmt_step_program(args.model, config, args.size, args.batch, mode=args.mode, cache_dir=args.cache_dir)
     else:

@@ -26,10 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from photoveil.artifact import Manifest, sha256_file, write_manifest
+from photoveil.artifact import LAYOUTS, Manifest, sha256_file, write_manifest
 from photoveil.errors import InvalidInput
+from photoveil.imageops import in_layout
 
 QUANTIZE = ("fp32", "int8")
+
 XNNPACK_BACKEND = "XnnpackBackend"
 # Images enter every program as RGB floats in [0, 1]; each model normalises inside.
 DEFAULT_NORMALISATION = {"range": [0.0, 1.0], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
@@ -47,7 +49,8 @@ class LowerOptions:
         quantize: ``fp32`` | ``int8`` (PT2E + XNNPACKQuantizer; needs ``calibration``).
         calibration: example-input tuples run through the observed model (int8).
         input_names / output_names: names for the manifest (default ``input0``... / ``output0``...).
-        layout: memory layout of image inputs (ExecuTorch tensors are contiguous NCHW).
+        layout: memory layout of the 4-D inputs and outputs, one of :data:`LAYOUTS`
+            (``NHWC``: channels-last strides of the same logical NCHW shape).
         normalisation: what the image inputs are expected to hold.
         split: the model's split layer (shallow / step programs), else None.
         alignment: face alignment the model's inputs expect (``{"template", "zoom"}``).
@@ -78,6 +81,8 @@ class LowerOptions:
             raise InvalidInput("LowerOptions.kind must name the program kind (e.g. generator, pmt-step)")
         if self.quantize not in QUANTIZE:
             raise InvalidInput(f"quantize must be one of {', '.join(QUANTIZE)}; got {self.quantize!r}")
+        if self.layout not in LAYOUTS:
+            raise InvalidInput(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
         if self.quantize == "int8" and not self.calibration:
             raise InvalidInput("quantize='int8' needs calibration inputs (a few representative images)")
         self.program = self.program or self.kind
@@ -152,7 +157,7 @@ def lower(module: nn.Module, example_inputs, options: LowerOptions) -> Lowered:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
-    inputs = _as_tuple(example_inputs)
+    inputs = tuple(in_layout(_as_tuple(example_inputs), options.layout))
     if isinstance(module, nn.Module):
         module = module.eval()
     if options.quantize == "int8":

@@ -40,6 +40,12 @@ _LEGACY_KEYS = {"method": "kind", "methods": "entry_points"}
 _READABLE_FORMATS = ("photoveil-artifact/1", FORMAT)
 
 
+# memory layouts of a program's 4-D (image / feature map) inputs and outputs: NCHW, or NHWC
+# (channels-last bytes of the same logical [N, C, H, W]): XNNPACK's own layout, so an NHWC
+# program skips the conversions at its edges, and a phone's bitmap is already HWC
+LAYOUTS = ("NCHW", "NHWC")
+
+
 @dataclass(frozen=True)
 class ProgramKind:
     """A kind of on-device program.
@@ -111,7 +117,8 @@ class Manifest:
             are made for; empty: any (set by ``photoveil artifacts publish``).
         inputs / outputs: ``[{"name", "shape", "dtype", "layout"?}]`` in call order.
         entry_points: ExecuTorch methods of the program.
-        layout / normalisation: memory layout and value range of image inputs.
+        layout / normalisation: memory layout (:data:`LAYOUTS`) of the 4-D inputs and outputs,
+            value range of image inputs.
         channel_order: order of the image channels (``RGB``; ``L`` for one-channel programs).
         split: split point of the model (shallow and step programs), else None.
         alignment: face alignment the model's inputs expect: ``template`` (arcface | dlib)

@@ -49,4 +49,11 @@ def rescale(images: torch.Tensor, factor: float = 0.5) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-__all__ = ["input_hw", "resize_to", "ResizeTo", "rescale"]
+def in_layout(tensors, layout: str) -> list[torch.Tensor]:
+    """``tensors`` in a program's memory ``layout`` (``NHWC``: channels-last strides for the
+    4-D ones; otherwise contiguous): what a program lowered with that layout takes."""
+    fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+    return [t.contiguous(memory_format=fmt) if t.dim() == 4 else t.contiguous() for t in tensors]
+
+
+__all__ = ["input_hw", "resize_to", "ResizeTo", "rescale", "in_layout"]

@@ -173,10 +173,32 @@ def test_robust_training_beats_the_off_the_shelf_recognizer():
     assert all(not p.requires_grad for p in net.parameters())   # the off-the-shelf net is untouched
 
 
+def test_artifact_model_attacker_reads_fmd_uploads_like_the_authorized_model(tmp_path):
+    """FMD's published program carries the authorized embedding (``prepare``): the attacker who
+    runs it needs no training and does as well as the provider — and it applies to FMD only."""
+    from photoveil.evaluation.runner import Evaluation, records_by
+
+    cfg = _cfg(tmp_path, method="fmd", overrides={"steps": 2}, attacks=("adaptive",),
+               adaptive_attackers=("artifact-model",), adaptive_calib_identities=2)
+    recs = [r for r in Evaluation(cfg, _toy_models()).run(None) if r["attack"] == "adaptive"]
+    (art,) = records_by(recs, attacker="artifact-model", metric="top1")
+    (auth,) = records_by(recs, attacker="none", metric="top1", evaluated_model=art["authorized"])
+    (art_clean,) = records_by(recs, attacker="artifact-model", metric="clean_top1")
+    (auth_clean,) = records_by(recs, attacker="none", metric="clean_top1", evaluated_model=art["authorized"])
+    assert art["attacker_images"] == 0 and art["attacker_epochs"] == 0 and art["n"] == auth["n"]
+    assert art_clean["value"] == pytest.approx(auth_clean["value"], abs=1.5 / auth["n"])
+    assert art["value"] == pytest.approx(auth["value"], abs=1.5 / auth["n"])
+    pmt = _cfg(tmp_path, method="pmt", attacks=("adaptive",), adaptive_attackers=("artifact-model",))
+    from photoveil.evaluation.attacks.adaptive import get_attacker
+
+    ctx = type("Ctx", (), {"cfg": pmt})()
+    assert not get_attacker("artifact-model").applies(ctx)
+
+
 # ------------------------------------------------------------------------------ config / CLI
 def test_adaptive_is_registered_but_not_default():
     assert "adaptive" in ATTACKS and "adaptive" not in DEFAULT_ATTACKS
-    assert ADAPTIVE_ATTACKERS == ("public-shallow", "robust-training", "purifier-unet")
+    assert ADAPTIVE_ATTACKERS == ("artifact-model", "public-shallow", "robust-training", "purifier-unet")
 
 
 @pytest.mark.parametrize("kw,match", [

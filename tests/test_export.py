@@ -56,6 +56,20 @@ def test_shallow_forward_pte_matches_eager_and_manifest_hash(tmp_path):
     torch.testing.assert_close(out, mod(x), atol=1e-4, rtol=1e-4)
 
 
+def test_nhwc_program_takes_and_gives_channels_last_and_matches_eager(tmp_path):
+    mod = P.UploadFeatures(toy_shallow()).eval()
+    x = torch.rand(1, 3, 40, 40)
+    opts = LowerOptions(kind="shallow", model_id="toy", split="block1", input_names=["image"], layout="NHWC")
+    export_program(mod, (x,), opts, tmp_path / "nhwc")
+    m = json.loads((tmp_path / "nhwc" / MANIFEST_FILE).read_text())
+    assert m["layout"] == "NHWC" and m["inputs"][0]["layout"] == "NHWC" and m["outputs"][0]["layout"] == "NHWC"
+    out = PteProgram(tmp_path / "nhwc")(x)[0]        # an NCHW tensor is converted on the way in
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, mod(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(InvalidInput, match="layout must be one of NCHW, NHWC"):
+        LowerOptions(kind="shallow", layout="NHCW")
+
+
 def test_tampered_program_is_refused(tmp_path):
     mod = P.UploadFeatures(toy_shallow()).eval()
     art = export_program(mod, (torch.rand(1, 3, 24, 24),), LowerOptions(kind="shallow"), tmp_path)

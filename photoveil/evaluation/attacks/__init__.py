@@ -12,8 +12,9 @@ accept every registered name.
 * ``attributes`` (:mod:`.attributes`) — attribute estimation;
 * ``reconstruction`` (:mod:`.reconstruction`) — Level 1 / Level 2 reconstruction of the face;
 * ``purifier`` (:mod:`.purifier`) — cheap purifiers (median, bilateral, JPEG 50 + upscale) before every recognizer;
-* ``adaptive`` (:mod:`.adaptive`) — attackers holding the published artifact: a back half trained on the
-  public shallow model, robust training on self-protected faces, a trained purifier
+* ``adaptive`` (:mod:`.adaptive`) — attackers holding the published artifact: the recognizer the
+  artifact carries (FMD), a back half trained on the public shallow model, robust training on
+  self-protected faces, a trained purifier
   (:data:`ADAPTIVE_ATTACKERS`, one module each: ``adaptive_*.py``);
 
 plus :mod:`.image` (SSIM, PSNR, UP), which every run measures and is not selectable.
@@ -43,7 +44,7 @@ ATTACKS: tuple[str, ...] = tuple(sorted(REGISTRY))  # the accepted names
 # the default selection: adaptive attackers train models (minutes to hours): asked for by name
 DEFAULT_ATTACKS: tuple[str, ...] = tuple(a for a in ATTACKS if a != "adaptive")
 # the attackers of ``adaptive`` (photoveil.evaluation.attacks.adaptive.MODULES), in run order
-ADAPTIVE_ATTACKERS: tuple[str, ...] = ("public-shallow", "robust-training", "purifier-unet")
+ADAPTIVE_ATTACKERS: tuple[str, ...] = ("artifact-model", "public-shallow", "robust-training", "purifier-unet")
 
 
 class Attack(Protocol):

@@ -4,6 +4,8 @@ Every phone — so every attacker — holds the protection artifact. Each attack
 on *attacker data* (identities of the data folder that are not evaluated; asserted) and is
 scored on the run's protected uploads of the evaluated identities against a clean gallery:
 
+* ``artifact-model`` (:mod:`.adaptive_artifact`) — no training: the authorized embedding
+  that FMD's published step program carries (its ``prepare`` entry point), run on the uploads;
 * ``public-shallow`` (:mod:`.adaptive_shallow`) — the published ``E_c`` (from the signed
   artifact) frozen, a back half trained on it with a CosFace margin loss, at each attacker
   budget (``--adaptive-budgets``), for both upload modes (PMT);
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from photoveil.evaluation.context import RunContext
 
 # attacker name -> module of this package that defines ``ATTACKER`` (a B.AdaptiveAttacker)
-MODULES = {"public-shallow": "adaptive_shallow", "robust-training": "adaptive_robust",
+MODULES = {"artifact-model": "adaptive_artifact", "public-shallow": "adaptive_shallow", "robust-training": "adaptive_robust",
            "purifier-unet": "adaptive_purifier"}
 assert tuple(MODULES) == ADAPTIVE_ATTACKERS
 
