@@ -40,9 +40,9 @@ from photoveil.artifact import KINDS, get_kind, open_artifact, verify_hash
 from photoveil.client.protect.base import Protector
 from photoveil.client.protect.fmd import FMDBase, FMDConfig
 from photoveil.client.protect.generator import GeneratorConfig
-from photoveil.imageops import in_layout
 from photoveil.client.protect.pmt import PMTBase, PMTConfig
 from photoveil.errors import InvalidInput, NotFound
+from photoveil.imageops import in_layout
 
 
 def set_threads(n: int) -> int:

@@ -124,11 +124,13 @@ def _xnnpack_gemm(n: int):
 
     x = torch.rand(n, n)
     lowered = lower(torch.nn.Linear(n, n, bias=False), (x,), LowerOptions(kind="gemm"))
-    # the method needs its program and the program bytes alive: the closure holds both
-    buffer = lowered.buffer
-    program = Runtime.get().load_program(buffer)
+    program = Runtime.get().load_program(lowered.buffer)
     method = program.load_method("forward")
-    return lambda: (buffer, program) and method.execute([x])
+
+    def run(_alive=(lowered, program)):  # the method needs its program and bytes alive
+        return method.execute([x])
+
+    return run
 
 
 def gemm_peak_gflops(sizes=(256, 512, 768), seconds: float = 0.3, libraries=("torch", "xnnpack")) -> dict:
