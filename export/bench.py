@@ -13,7 +13,8 @@ One record per (program, size, threads), batch 1::
 Beside eager, the same run measures the peers and the limit (issue 21):
 
 * forward programs (``generator``, ``shallow``) also in ONNX Runtime (``ort_ms_p50/p90/p99``,
-  ``ratio_pte_ort`` = pte / ort), exported with the current torch ONNX exporter;
+  ``ratio_pte_ort`` = pte / ort), exported with the current torch ONNX exporter (an int8
+  program races ORT's fp32 run of the same module: ``peer_quantization`` ``fp32``);
 * the ``pmt-step`` program against ``torch.compile`` of the same traced step on the host
   (``compile_ms_p50``..., ``ratio_pte_compile``);
 * per program ``gflops_per_call`` (counted from the exported graph, :mod:`.flops`),
@@ -199,7 +200,10 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
     records = []
     for t in threads:
         fns = {"eager": lambda: prog.eager(*inputs), "pte": lambda: pte(*pte_inputs)}
-        runners, notes = _peer_runners(name, prog, t, peers) if prog.options.quantize == "fp32" else ({}, {})
+        # an int8 program races the peers' fp32 run of the same module (what it would replace)
+        runners, notes = _peer_runners(name, prog, t, peers)
+        if runners and prog.options.quantize != "fp32":
+            notes["peer_quantization"] = "fp32"
         agree = {}
         for label, run in runners.items():
             fns[label] = (lambda r=run: r(*inputs))
