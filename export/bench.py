@@ -192,7 +192,7 @@ def bench_program(name: str, prog, threads: list[int], runs: int, warmup: int, o
     rss0 = _rss_mb()
     pte = PteProgram(folder)
     inputs = prog.inputs
-    # each runtime gets its own layout (an NHWC program the bitmap's HWC bytes), so no
+    # each runtime gets the layout it was made for (an NHWC program channels-last bytes), so no
     # timed call pays for a conversion the phone does not make
     pte_inputs = in_layout(inputs, prog.options.layout)
     pte(*pte_inputs)  # load the method (packs the XNNPACK weights)

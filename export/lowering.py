@@ -31,7 +31,6 @@ from photoveil.errors import InvalidInput
 from photoveil.imageops import in_layout
 
 QUANTIZE = ("fp32", "int8")
-
 XNNPACK_BACKEND = "XnnpackBackend"
 # Images enter every program as RGB floats in [0, 1]; each model normalises inside.
 DEFAULT_NORMALISATION = {"range": [0.0, 1.0], "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],

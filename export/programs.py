@@ -156,10 +156,12 @@ def _facenet(model, cache_dir=None):
 
 def shallow_program(model="faceapi-resnet34", split: str | None = None, size=None, batch: int = 1,
                     cache_dir=None, **lower_opts) -> Program:
-    """Shallow forward ``E_c`` of a registry recognizer (name or loaded ``FaceNet``), NHWC
-    by default (``layout="NCHW"`` in ``lower_opts`` for the other): a phone's bitmap is HWC,
-    and the program then runs without XNNPACK's layout conversions at its edges (about 10 %
-    of its latency at 150x150)."""
+    """Shallow forward ``E_c`` of a registry recognizer (name or loaded ``FaceNet``).
+
+    ``layout="NHWC"`` (in ``lower_opts``) makes a channels-last program: no layout
+    conversions at XNNPACK's edges (about 8 % of its latency at 150x150). NCHW stays the
+    default because ExecuTorch's Java ``Tensor`` has no dim order (executorch#11593), so an
+    Android app can only feed contiguous NCHW; the Python runtime converts either way."""
     from photoveil.client.protect.shallow import from_facenet
 
     net = _facenet(model, cache_dir)
@@ -168,7 +170,6 @@ def shallow_program(model="faceapi-resnet34", split: str | None = None, size=Non
     mod = UploadFeatures(from_facenet(net, [split]))
     h, w = _size(size, spec.input_size)
     x = _rand(batch, 3, h, w)
-    lower_opts.setdefault("layout", "NHWC")
     opts = LowerOptions(kind="shallow", model_id=spec.name, program="shallow", split=split,
                         alignment=_alignment(spec.name), input_names=["image"], output_names=["features"],
                         **lower_opts)

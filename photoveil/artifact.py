@@ -40,9 +40,9 @@ _LEGACY_KEYS = {"method": "kind", "methods": "entry_points"}
 _READABLE_FORMATS = ("photoveil-artifact/1", FORMAT)
 
 
-# memory layouts of a program's 4-D (image / feature map) inputs and outputs: NCHW, or NHWC
-# (channels-last bytes of the same logical [N, C, H, W]): XNNPACK's own layout, so an NHWC
-# program skips the conversions at its edges, and a phone's bitmap is already HWC
+# memory layouts of a program's 4-D (image / feature map) inputs and outputs: NCHW (the
+# default, what ExecuTorch's Java Tensor passes), or NHWC (channels-last bytes of the same
+# logical [N, C, H, W]: XNNPACK's own layout, so the program skips the conversions at its edges)
 LAYOUTS = ("NCHW", "NHWC")
 
 
