@@ -176,6 +176,7 @@ def test_robust_training_beats_the_off_the_shelf_recognizer():
 def test_artifact_model_attacker_reads_fmd_uploads_like_the_authorized_model(tmp_path):
     """FMD's published program carries the authorized embedding (``prepare``): the attacker who
     runs it needs no training and does as well as the provider — and it applies to FMD only."""
+    from photoveil.evaluation.attacks.adaptive import get_attacker
     from photoveil.evaluation.runner import Evaluation, records_by
 
     cfg = _cfg(tmp_path, method="fmd", overrides={"steps": 2}, attacks=("adaptive",),
@@ -189,10 +190,7 @@ def test_artifact_model_attacker_reads_fmd_uploads_like_the_authorized_model(tmp
     assert art_clean["value"] == pytest.approx(auth_clean["value"], abs=1.5 / auth["n"])
     assert art["value"] == pytest.approx(auth["value"], abs=1.5 / auth["n"])
     pmt = _cfg(tmp_path, method="pmt", attacks=("adaptive",), adaptive_attackers=("artifact-model",))
-    from photoveil.evaluation.attacks.adaptive import get_attacker
-
-    ctx = type("Ctx", (), {"cfg": pmt})()
-    assert not get_attacker("artifact-model").applies(ctx)
+    assert not get_attacker("artifact-model").applies(type("Ctx", (), {"cfg": pmt})())
 
 
 # ------------------------------------------------------------------------------ config / CLI

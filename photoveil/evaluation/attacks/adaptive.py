@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from photoveil.evaluation.context import RunContext
 
 # attacker name -> module of this package that defines ``ATTACKER`` (a B.AdaptiveAttacker)
-MODULES = {"artifact-model": "adaptive_artifact", "public-shallow": "adaptive_shallow", "robust-training": "adaptive_robust",
-           "purifier-unet": "adaptive_purifier"}
+MODULES = {"artifact-model": "adaptive_artifact", "public-shallow": "adaptive_shallow",
+           "robust-training": "adaptive_robust", "purifier-unet": "adaptive_purifier"}
 assert tuple(MODULES) == ADAPTIVE_ATTACKERS
 
 
