@@ -452,10 +452,9 @@ def run_bench(args) -> list[dict]:
             clf, model_id, split = fmd_classifier(args.model, cache_dir=args.cache_dir)
             prog = P.fmd_step_program(clf, size=size, model_id=model_id, split=split)
         if quant == "int8":
-            from photoveil.export.calibration import calibration_batches
+            from photoveil.export.calibration import quantize_int8
 
-            prog.options.quantize = "int8"
-            prog.options.calibration = calibration_batches(None, tuple(prog.inputs[0].shape))
+            quantize_int8(prog)
         records += bench_program(name, prog, threads, args.runs, args.warmup, out_dir, size, peers)
     return list(records)
 

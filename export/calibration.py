@@ -33,3 +33,12 @@ def calibration_batches(folder, shape, n: int = 16):
     while len(batches) < n:
         batches.append((torch.rand(shape, generator=gen),))
     return batches
+
+
+def quantize_int8(prog, folder=None):
+    """``prog`` (an :class:`~photoveil.export.programs.Program`) set to lower as PT2E int8,
+    calibrated on :func:`calibration_batches` of ``folder`` at its input shape."""
+    prog.options.quantize = "int8"
+    prog.options.calibration = calibration_batches(folder, tuple(prog.inputs[0].shape))
+    prog.options.__post_init__()  # re-validate: int8 needs calibration inputs
+    return prog

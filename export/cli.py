@@ -77,7 +77,7 @@ def build(args):
     from photoveil.artifact import KINDS
     from photoveil.client.protect.factory import build_config, fmd_classifier
     from photoveil.export import programs as P
-    from photoveil.export.calibration import calibration_batches
+    from photoveil.export.calibration import quantize_int8
 
     if args.batch < 1:
         raise InvalidInput(f"--batch must be >= 1, got {args.batch}")
@@ -118,9 +118,7 @@ def build(args):
         size = args.size or registry.get_spec(args.model).input_size[0]
         prog = P.fmd_step_program(clf, config, size, args.batch, mode=args.mode, model_id=model_id, split=split)
     if getattr(args, "int8", False):
-        prog.options.quantize = "int8"
-        prog.options.calibration = calibration_batches(args.calibration, tuple(prog.inputs[0].shape))
-        prog.options.__post_init__()
+        quantize_int8(prog, args.calibration)
     return prog
 
 

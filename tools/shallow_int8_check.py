@@ -46,7 +46,7 @@ def main() -> int:
     from photoveil.data.faces import parse_pairs, subset_pairs
     from photoveil.evaluation.lfw import evaluate_model
     from photoveil.export import programs as P
-    from photoveil.export.calibration import calibration_batches
+    from photoveil.export.calibration import quantize_int8
     from photoveil.export.lowering import export_program
     from photoveil.facemodels import registry
     from photoveil.paths import default_lfw_dir
@@ -64,8 +64,7 @@ def main() -> int:
         for quant in ("fp32", "int8"):
             prog = P.shallow_program(net, split)
             if quant == "int8":
-                prog.options.quantize = "int8"
-                prog.options.calibration = calibration_batches(None, tuple(prog.inputs[0].shape))
+                quantize_int8(prog)
             export_program(prog.module, prog.inputs, prog.options, Path(tmp) / quant)
             wrapped = ProgramNet(net, PteProgram(Path(tmp) / quant), rest).eval()
             results[quant] = evaluate_model(args.model, pairs, net=wrapped)

@@ -176,12 +176,12 @@ def fmd_classifier(model="faceapi-resnet34", split: str | None = None, gallery=N
     enrolled identities ``gallery = (images, labels)`` (default :func:`default_gallery`),
     its feature map at ``split`` (None: :data:`~photoveil.client.protect.fmd.FMD_SPLITS`,
     else the model's default split). Returns ``(classifier, model id, split)``."""
-    from photoveil.client.protect.fmd import FMD_SPLITS, GalleryClassifier
+    from photoveil.client.protect.fmd import GalleryClassifier, feature_layer
     from photoveil.imageops import resize_to
 
     net = _load(model, cache_dir)
     spec = net.spec
-    point = spec.split_point(split if split is not None else FMD_SPLITS.get(spec.name))
+    point = feature_layer(spec, split)
     images, labels = gallery if gallery is not None else default_gallery(spec.input_size[0], cache_dir)
     images = resize_to(images, tuple(spec.input_size))
     return GalleryClassifier.from_facenet(net, point, images, labels), spec.name, point

@@ -62,6 +62,12 @@ FMD_SPLITS = {"faceapi-resnet34": "down64"}
 """FMD's feature layer per recognizer where it differs from the model's default split (the
 layer ablation in docs/methods.md); ``FMDConfig.split`` overrides it."""
 
+
+def feature_layer(spec, split: str | None = None) -> str:
+    """The split point FMD distorts on recognizer ``spec``: ``split`` if given, else
+    :data:`FMD_SPLITS`, else the model's default split (checked)."""
+    return spec.split_point(split if split is not None else FMD_SPLITS.get(spec.name))
+
 PAPER = {"alpha": 4.0, "steps": 100, "lam": 1.0, "lam_emb": 0.0, "feature_loss": "mse", "mu": 0.0,
          "alpha_schedule": "constant", "diversity": 0.0, "kernel": "none", "update": "sign"}
 """The paper's Alg. 1 / Eq. 5 settings (and photoveil's FMD before the transfer variant):

@@ -17,7 +17,6 @@ checks the .pte's ``prepare`` against it).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -52,7 +51,7 @@ class ArtifactModel(B.AdaptiveAttacker):
         protected = dict(zip(paths, self.embed(ctx, uploads)))
         pool = B.pool_for(ctx)
         thr, calib_acc = B.calibrate_threshold(
-            lambda ps: dict(zip(map(str, ps), self.embed(ctx, faces([Path(p) for p in ps])))), pool.calib_pairs)
+            lambda ps: dict(zip(map(str, ps), self.embed(ctx, faces(ps)))), pool.calib_pairs)
         spent = B.Budget(0, 0, 0, time.perf_counter() - t0)
         model = f"artifact-prepare@{prot.setting[0]}"
         scores = B.score(ctx, clean, protected, thr)

@@ -275,10 +275,10 @@ def attacked_split(ctx: RunContext) -> str:
     matched split; FMD: its distorted feature layer; otherwise the default split)."""
     net = ctx.model(ctx.protection.setting[0])
     split = ctx.protection.params.get("split") or ctx.cfg.overrides.get("split")
-    if split is None and ctx.cfg.method == "fmd":   # the layer FMD distorts (as factory.fmd_classifier)
-        from photoveil.client.protect.fmd import FMD_SPLITS
+    if ctx.cfg.method == "fmd":
+        from photoveil.client.protect.fmd import feature_layer
 
-        split = FMD_SPLITS.get(net.spec.name)
+        return feature_layer(net.spec, split)
     return net.spec.split_point(split)
 
 
