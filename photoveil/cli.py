@@ -13,6 +13,7 @@ import logging
 import sys
 
 from photoveil import __version__
+from photoveil.argparsing import OneLineParser
 from photoveil.errors import PhotoveilError
 
 # Subcommand modules in the order `--help` lists them.
@@ -32,7 +33,7 @@ SUBCOMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="photoveil",
         description="Protect photos on the phone before upload (PMT, FMD, perturbation generator).",
     )

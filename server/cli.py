@@ -24,13 +24,13 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m photoveil.server.cli serve --config FILE``: the same command without the other subcommands."""
-    import argparse
     import logging
     import sys
 
+    from photoveil.argparsing import OneLineParser
     from photoveil.errors import PhotoveilError
 
-    parser = argparse.ArgumentParser(prog="photoveil")
+    parser = OneLineParser(prog="photoveil")
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(argv)

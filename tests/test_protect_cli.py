@@ -72,6 +72,26 @@ def test_missing_input_and_out(tmp_path, capsys, no_model_loads):
     assert exc.value.code == 2
 
 
+PARSER_ERRORS = [
+    (["protect", "x.jpg", "--out", "o", "--method", "blur"], "--method"),
+    (["export", "shallow", "--out", "o", "--layout", "NHCW"], "--layout"),
+    (["export", "shallow"], "--out"),
+    (["evaluate", "--alignment", "sideways"], "--alignment"),
+    (["no-such-command"], "no-such-command"),
+]
+
+
+@pytest.mark.parametrize("argv,word", PARSER_ERRORS, ids=[" ".join(a) for a, _ in PARSER_ERRORS])
+def test_argparse_errors_are_one_line_exit_2(capsys, no_model_loads, argv, word):
+    """argparse's own errors (bad choice, missing required flag, unknown command) read like
+    every other bad value: exit 2, one line, no usage block."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2
+    assert len(err.splitlines()) == 1 and word in err and "usage:" not in err, err
+
+
 def test_help_shows_defaults_and_presets(capsys):
     with pytest.raises(SystemExit):
         main(["protect", "--help"])
