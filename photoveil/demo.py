@@ -229,13 +229,17 @@ def _faces(model: str, cache_dir=None, root: Path | None = None):
 class Eavesdroppers:
     """Unauthorized recognizers, each with a gallery of the clean enrolment crops (the
     uploads an eavesdropper has seen before); ``top1(protected)`` is what each would
-    conclude from an intercepted upload."""
+    conclude from an intercepted upload. The crops are aligned for the authorized ``source``
+    model; each eavesdropper re-aligns them onto its own template first, as a service running
+    its own aligner would (:func:`photoveil.facemodels.align.realign`)."""
 
-    def __init__(self, models: list[str], enrol, enrol_names: list[str], cache_dir=None):
+    def __init__(self, models: list[str], enrol, enrol_names: list[str], cache_dir=None,
+                 source: str = DEFAULT_MODEL):
         import torch
 
         from photoveil.facemodels import registry
 
+        self.source = source
         self.labels = sorted(set(enrol_names))
         self.nets, self.centroids = {}, {}
         for name in models:
@@ -247,11 +251,12 @@ class Eavesdroppers:
     def _embed(self, name, images):
         import torch
 
+        from photoveil.facemodels.align import realign
         from photoveil.facemodels.embed import embed
-        from photoveil.imageops import resize_to
+        from photoveil.imageops import input_hw
 
         net = self.nets[name]
-        return torch.nn.functional.normalize(embed(net, resize_to(images, tuple(net.spec.input_size))), dim=1)
+        return torch.nn.functional.normalize(embed(net, realign(images, self.source, name, input_hw(net)[0])), dim=1)
 
     def top1(self, images) -> dict[str, list[str]]:
         """Each recognizer's top-1 identity per image."""
@@ -314,7 +319,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
             for image, name in zip(enrol, enrol_names):
                 rpc.enroll(model, name, wire.encode_image(image, "PNG"))
             log(f"phone: {len(names)} held-out photos; unauthorized services: {', '.join(unauthorized) or 'none'}")
-            spies = Eavesdroppers(unauthorized, enrol, enrol_names, cache_dir) if unauthorized else None
+            spies = Eavesdroppers(unauthorized, enrol, enrol_names, cache_dir, source=model) if unauthorized else None
             phone = Phone(rpc, public, tmp / "phone", threads=threads)
             shallow = phone.install("shallow")
             rows, shown = [], {"original": query}

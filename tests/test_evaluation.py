@@ -381,3 +381,18 @@ def test_feature_decoder_output_shape_and_range(feature, image):
         y = dec(torch.randn(2, 4, *feature) * 50)
     assert y.shape == (2, 3, *image)
     assert 0.0 <= y.min() and y.max() <= 1.0
+
+
+def test_unauthorized_recognizer_reads_the_upload_in_its_own_geometry(real_models_dir, tmp_path):
+    """The upload is a dlib chip (faceapi-resnet34's template); mobileface (ArcFace template)
+    re-aligns it like a service running its own aligner, so with no protection its embedding
+    of the upload is close to that of its own clean crop (0.89 here; read unaligned, resized
+    only, it is 0.06: a different face to it)."""
+    from photoveil.evaluation.runner import EvalConfig, Evaluation, records_by
+
+    cfg = EvalConfig(method="none", authorized=("faceapi-resnet34",), evaluated=("faceapi-resnet34", "mobileface"),
+                     data=str(FIXTURE), identities=3, images_per_identity=2, pairs=4, attacks=("abuse",),
+                     calib_pairs=0, cache_dir=str(real_models_dir.parent), progress=False)
+    recs = Evaluation(cfg).run(None)
+    (cos,) = records_by(recs, attack="abuse", evaluated_model="mobileface", metric="self_cosine")
+    assert cos["value"] > 0.75

@@ -147,6 +147,29 @@ def test_warp_recovers_known_similarity():
         assert abs(x0 - 4 + dx - x) <= 1.0 and abs(y0 - 4 + dy - y) <= 1.0
 
 
+def test_realign_matches_aligning_the_photo_for_the_other_template():
+    """A dlib-chip crop (faceapi-resnet34's geometry) re-aligned for an ArcFace-template
+    model equals that model's own crop of the same photo where the chip covers it, and a
+    same-template pair is only resized."""
+    torch.manual_seed(0)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 32, 32), size=(250, 250), mode="bilinear",
+                                            align_corners=False)[0]
+    kp = align.template(250, 0.5) + np.array([6.0, -4.0])   # a face in the photo
+    kind, zoom = align.model_template("faceapi-resnet34")
+    chip = align.warp_affine(photo, align.landmark_matrix(kp, 150, zoom, kind), 150)
+    own = align.warp_affine(photo, align.landmark_matrix(kp, 112), 112)
+    got = align.realign(chip[None], "faceapi-resnet34", "mobileface", 112)[0]
+    covered = got.sum(0) > 0.05
+    assert covered.float().mean() > 0.5                       # the chip covers most of the crop
+    assert (got - own).abs()[:, covered].mean() < 0.02
+    resized = torch.nn.functional.interpolate(own[None], size=(96, 96), mode="bilinear", antialias=True,
+                                              align_corners=False)
+    assert torch.allclose(align.realign(own[None], "mobileface", "faceres", 96), resized.clamp(0, 1))
+    unaligned = torch.nn.functional.interpolate(chip[None], size=(112, 112), mode="bilinear", antialias=True,
+                                                align_corners=False)
+    assert (unaligned[0] - own).abs().mean() > 2 * (got - own).abs()[:, covered].mean()
+
+
 def test_center_and_none_modes():
     img = torch.rand(3, 250, 250)
     out = align.align_faces([img, img], 112, alignment="center")

@@ -21,6 +21,7 @@ from photoveil.evaluation import metrics as M
 from photoveil.evaluation.cache import FaceCache
 from photoveil.evaluation.config import EvalConfig
 from photoveil.evaluation.data import EvalData, select_data
+from photoveil.imageops import input_hw, resize_to
 
 
 class ModelSet:
@@ -120,6 +121,20 @@ class RunContext:
 
     def model(self, name: str):
         return self.models.get(name)
+
+    def seen_by(self, name: str, images: torch.Tensor) -> torch.Tensor:
+        """The protection's ``images`` (aligned for its ``setting[0]``) as recognizer ``name``
+        reads them: an unauthorized one re-aligns them onto its own template at its input
+        size, as a service that runs its own aligner on an upload would
+        (:func:`photoveil.facemodels.align.realign`); an authorized one reads them as
+        protected for it (resized). Without landmark alignment every model shares one
+        geometry and only a resize is done."""
+        from photoveil.facemodels.align import realign
+
+        hw = input_hw(self.model(name))
+        if self.cfg.alignment != "landmarks" or self.protection is None or name in self.protection.setting:
+            return resize_to(images, hw)
+        return realign(images, self.protection.setting[0], name, hw[0])
 
     def with_protection(self, protection: Protection) -> RunContext:
         return dataclasses.replace(self, protection=protection)

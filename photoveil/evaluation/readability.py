@@ -92,8 +92,9 @@ def measure(ctx: RunContext) -> list[dict]:
             net, ref = ctx.model(name), ctx.clean[name]
             ge = torch.stack([ref[str(p)] for p in data.gallery])
             role = "authorized" if name in prot.setting else "unauthorized"
-            top = M.identification_top1(ge, gl, embed(net, prot_view, cfg.batch_size), ql)
-            clean_top = M.identification_top1(ge, gl, embed(net, clean_view, cfg.batch_size), ql)
+            top = M.identification_top1(ge, gl, embed(net, ctx.seen_by(name, prot_view), cfg.batch_size), ql)
+            clean_top = M.identification_top1(ge, gl, embed(net, ctx.seen_by(name, clean_view), cfg.batch_size),
+                                              ql)
             add(name, "readable_top1", top, role, n, wilson(top, n))
             add(name, "readable_clean_top1", clean_top, role, n, wilson(clean_top, n))
             add(name, "readable_chance", chance, role, n)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from photoveil.errors import InvalidInput, NotFound
+from photoveil.imageops import resize_to
 
 ALIGNMENTS = ("landmarks", "center", "none")
 
@@ -145,6 +146,24 @@ def landmark_matrix(keypoints: np.ndarray, size: int, zoom: float = 1.0,
 def model_template(model: str | None) -> tuple[str, float]:
     """(template kind, zoom) used for recognizer ``model``."""
     return MODEL_TEMPLATE.get(model, ("arcface", 1.0)) if model else ("arcface", 1.0)
+
+
+def realign(images: torch.Tensor, src_model: str | None, dst_model: str | None, size: int) -> torch.Tensor:
+    """Faces ``[N, 3, H, H]`` aligned for ``src_model`` re-cropped onto ``dst_model``'s
+    template at ``size`` x ``size``: what ``dst_model``'s own aligner crops from the same
+    photo (exact template-to-template similarity, so it favours the re-aligner: no landmark
+    error), with zeros where the destination crop reaches past the source crop. Identity
+    geometry (same template) only resizes. An unauthorized recognizer that receives an
+    upload aligned for another model re-aligns it before reading it: dlib-chip crops read
+    by an ArcFace-template recognizer unaligned score near chance (mobileface 0.03 vs
+    0.83 re-aligned on 30 LFW identities)."""
+    if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"expected square [N, 3, H, H] crops, got {tuple(images.shape)}")
+    src, dst = model_template(src_model), model_template(dst_model)
+    if src == dst:
+        return resize_to(images, (size, size))
+    matrix = umeyama(template(images.shape[-1], src[1], src[0]), template(size, dst[1], dst[0]))
+    return torch.stack([warp_affine(im, matrix, size) for im in images]) if len(images) else images
 
 
 def center_crop(image: torch.Tensor, size: int, fraction: float = CENTER_CROP_FRACTION) -> torch.Tensor:

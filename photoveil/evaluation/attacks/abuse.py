@@ -4,7 +4,9 @@ Eq. 10 strict accuracy (kappa = 0.2, see :mod:`photoveil.evaluation.metrics` for
 reading; also at each recognizer's calibrated threshold, ``*_cal``) and top-1
 identification on the authorized and every unauthorized recognizer, protected and clean, as
 an authorized x evaluated matrix (the paper's Table 7). A recognizer compares the protected
-upload, resized to its own input size, with the clean images aligned natively for it.
+upload with the clean images aligned natively for it; an unauthorized one first re-aligns
+the upload onto its own template (:meth:`RunContext.seen_by`), as a service running its own
+aligner would.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def measure(ctx: RunContext, uploads: dict[str, torch.Tensor], transform: str, p
         role = "authorized" if name in setting else "unauthorized"
         prot_paths = list(uploads)
         imgs = M.apply_transform(transform, torch.stack([uploads[p] for p in prot_paths]))
-        pe = dict(zip(prot_paths, embed(net, imgs, cfg.batch_size)))
+        pe = dict(zip(prot_paths, embed(net, ctx.seen_by(name, imgs), cfg.batch_size)))
         e1 = torch.stack([pe[p] for p in x1])
         cos_self = M.cosine(e1, torch.stack([ref[p] for p in x1]))
         cos_pair = M.cosine(e1, torch.stack([ref[p] for p in x2]))

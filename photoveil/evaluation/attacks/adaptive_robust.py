@@ -7,7 +7,7 @@ protected and the clean images with a CosFace margin loss, so that a protected f
 clean face of the same person embed together (Radiya-Dixit, Tramèr et al., ICLR'22).
 
 Scored before (the recognizer off the shelf) and after fine-tuning, on the run's protected
-uploads (resized to the recognizer's input, as an unauthorized service would see them)
+uploads (re-aligned onto the recognizer's template, as an unauthorized service would see them)
 against a clean gallery aligned natively for the recognizer; thresholds are calibrated on the
 attacker's own held-out identities.
 """
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from photoveil.evaluation.attacks import adaptive_base as B
 from photoveil.evaluation.attacks.adaptive_shallow import CosFace, fit
 from photoveil.facemodels.embed import embed
-from photoveil.imageops import ResizeTo, input_hw
+from photoveil.imageops import input_hw
 
 if TYPE_CHECKING:
     from photoveil.evaluation.context import RunContext
@@ -73,7 +73,6 @@ class RobustTraining(B.AdaptiveAttacker):
         gallery_clean = ctx.faces.get(test_paths, hw, model=target)
         upload_paths = list(prot.uploads)
         uploads = torch.stack([prot.uploads[p] for p in upload_paths])
-        resize = ResizeTo(hw)
 
         def embed_paths(model):
             return lambda ps: dict(zip(map(str, ps), embed(model, ctx.faces.get(list(ps), hw, model=target))))
@@ -81,7 +80,7 @@ class RobustTraining(B.AdaptiveAttacker):
         def evaluate(model, bud, stage, extra):
             thr, calib_acc = B.calibrate_threshold(embed_paths(model), pool.calib_pairs)
             clean = dict(zip(map(str, test_paths), embed(model, gallery_clean)))
-            protected = dict(zip(upload_paths, embed(model, B.quantize(uploads))))
+            protected = dict(zip(upload_paths, embed(model, ctx.seen_by(target, B.quantize(uploads)))))
             scores = {**B.score(ctx, clean, protected, thr),
                       "attacker_calibration_accuracy": (calib_acc, len(pool.calib_pairs))}
             return B.records(ctx, self.name, target, scores, bud, thr, "image", stage=stage, **extra)
@@ -93,7 +92,7 @@ class RobustTraining(B.AdaptiveAttacker):
             _, protected, protect_s = B.protected_attacker_set(ctx, paths)
             clean_native = ctx.faces.get(paths, hw, model=target)
             with torch.no_grad():
-                prot_native = torch.cat([resize(c) for c in B.quantize(protected).split(64)])
+                prot_native = torch.cat([ctx.seen_by(target, c) for c in B.quantize(protected).split(64)])
             model, wall = finetune(net, clean_native, prot_native, torch.tensor(att.labels), cfg.adaptive_finetune_epochs,
                                    seed=cfg.seed, progress=cfg.progress)
             bud = B.Budget(2 * att.n_images, len(att.identities), cfg.adaptive_finetune_epochs, wall + protect_s,
