@@ -29,7 +29,7 @@ from pathlib import Path
 
 from photoveil.client.photos import FORMATS, save_png
 from photoveil.client.protect.factory import METHODS
-from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides
+from photoveil.client.protect.flags import add_method_flags, add_preset_flag, method_overrides, resolve_preset
 from photoveil.errors import InvalidInput
 
 DEFAULT_MODEL = "faceapi-resnet34"
@@ -47,12 +47,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def _preset_lines() -> str:
-    from photoveil.client.protect.base import PRESET_NAMES, get_protector
+    from photoveil.client.protect.base import PRESET_NAMES, RECOMMENDED_PRESETS, get_protector
 
     lines = []
     for m in METHODS:
         presets = get_protector(m).PRESETS
-        lines.append(f"  {m}:")
+        lines.append(f"  {m} (default: {RECOMMENDED_PRESETS[m]}):")
         lines += [f"    {n:<5} " + ", ".join(f"{k}={v}" for k, v in presets[n].items()) for n in PRESET_NAMES]
     return "\n".join(lines)
 
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                             "default 95)")
     p.add_argument("--json", action="store_true", help="print the run manifest (JSON) on stdout")
     p.add_argument("--method", choices=METHODS, default="pmt")
-    add_preset_flag(p)
+    add_preset_flag(p, recommended=True)
     p.add_argument("--model", action="append", dest="models", metavar="NAME",
                    help=f"authorized recognizer (repeat for MR-PMT); default {DEFAULT_MODEL}")
     p.add_argument("--alignment", choices=ALIGNMENTS, default="landmarks",
@@ -110,6 +110,7 @@ def validate(args: argparse.Namespace) -> dict:
         raise InvalidInput(f"--gallery {args.gallery!r} is not a folder (accepted: an identity folder DIR/<person>/<photo>)")
     if args.method == "generator" and args.models:
         raise InvalidInput("--model does not apply to --method generator (its checkpoint fixes the recognizer)")
+    args.preset = resolve_preset(args.method, args.preset)
     values = {"seed": args.seed, "device": args.device, "batch_size": 16, **method_overrides(args, args.method, METHODS)}
     config = build_config(args.method, args.preset, values)
     for name in args.models or [DEFAULT_MODEL]:

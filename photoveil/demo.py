@@ -38,10 +38,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from photoveil.client.protect.base import RECOMMENDED_PRESETS
+
 DEFAULT_MODEL = "faceapi-resnet34"
-# the preset each method is shown at: pmt high (the mid preset loses too much authorized
-# accuracy on unseen identities, issue 20), fmd mid (eps 16, the paper's), generator high
-RECOMMENDED_PRESETS = {"pmt": "high", "fmd": "mid", "generator": "high"}
 PRESET_CHOICES = ("recommended", "low", "mid", "high")
 SHEET_ROWS = 6
 DEFAULT_UNAUTHORIZED = ("faceres", "mobileface")

@@ -44,7 +44,7 @@ BAD = [
     (["--quality", "50"], "--quality"),                   # without --format jpg
     (["--format", "jpg", "--quality", "0"], "--quality"),
     (["--seed", "-1"], "--seed"),
-    (["--features"], "invert"),                           # the matched block2 features
+    (["--preset", "mid", "--features"], "invert"),        # the matched block2 features
     (["--method", "generator", "--features"], "--features"),
     (["--method", "generator", "--strength", "5"], "strength"),
     (["--method", "generator", "--model", "faceres"], "--model"),
@@ -97,6 +97,22 @@ def test_help_shows_defaults_and_presets(capsys):
         main(["protect", "--help"])
     out = capsys.readouterr().out
     assert "(default: png)" in out and "high  init_sigma=150.0" in out and "upload=stem" in out
+    assert "pmt (default: high)" in out and "fmd (default: mid)" in out
+
+
+def test_default_preset_is_each_methods_recommended_one():
+    """pmt protects at `high` unless told otherwise (`mid` leaves unauthorized recognizers
+    above 0.15 top-1 on unseen identities, README); an explicit preset is kept."""
+    from photoveil.client.protect.flags import resolve_preset
+    from photoveil.client.protect_cli import register
+    import argparse
+
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers())
+    args = p.parse_args(["protect", "x.jpg", "--out", "o"])
+    assert args.preset == "recommended"
+    assert [resolve_preset(m, args.preset) for m in ("pmt", "fmd", "generator")] == ["high", "mid", "high"]
+    assert resolve_preset("pmt", "low") == "low"
 
 
 def test_features_with_a_safe_upload_point_and_alignment_none(face_models_dir, one_photo, tmp_path):

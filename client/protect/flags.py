@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from photoveil.client.protect.base import PRESET_NAMES, accepted
+from photoveil.client.protect.base import PRESET_NAMES, RECOMMENDED_PRESETS, accepted
 from photoveil.client.protect.configs import CONFIGS
 from photoveil.errors import InvalidInput
 
@@ -29,11 +29,23 @@ def _flag_fields(method: str) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(CONFIGS[method]) if f.metadata.get("flag")]
 
 
-def add_preset_flag(parser, default: str | None = "mid", allow_none: bool = False) -> None:
+def add_preset_flag(parser, default: str | None = "mid", allow_none: bool = False,
+                    recommended: bool = False) -> None:
+    """``--preset``; with ``recommended`` it accepts and defaults to ``recommended``: each
+    method's entry of :data:`RECOMMENDED_PRESETS` (:func:`resolve_preset`)."""
     choices = (*PRESET_NAMES, "none") if allow_none else PRESET_NAMES
+    if recommended:
+        choices, default = ("recommended", *choices), "recommended"
+    rec = ", ".join(f"{m} {v}" for m, v in RECOMMENDED_PRESETS.items())
     parser.add_argument("--preset", choices=choices, default=default,
                         help="hyper-parameter preset; explicit flags override it"
+                             + (f"; recommended = {rec} (the default)" if recommended else "")
                              + ("; none = the Config defaults" if allow_none else ""))
+
+
+def resolve_preset(method: str, preset: str | None) -> str | None:
+    """``recommended`` -> the method's recommended preset; any other name unchanged."""
+    return RECOMMENDED_PRESETS.get(method, "mid") if preset == "recommended" else preset
 
 
 def add_method_flags(parser: argparse.ArgumentParser, methods: Sequence[str]) -> None:
