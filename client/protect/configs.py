@@ -160,12 +160,6 @@ class FMDConfig(ProtectorConfig):
             perturbation spends the eps-ball where it matters and keeps more SSIM).
         split: split point of a face recognizer whose feature map ``f_l`` is distorted
             (used where the classifier is built from a registry model; None: its default).
-        surrogate: a public face recognizer (registry name) whose shallow feature map is
-            distorted too, seen through a resize to its input (an ensemble for transfer:
-            :class:`photoveil.client.protect.fmd.SurrogateEnsemble`); None = off. It is then
-            no longer an unseen recognizer in an evaluation.
-        surrogate_weight: its share of the feature loss against the authorized model's
-            (each feature map scaled to unit mean norm on the gallery), (0, 100].
         device: torch device.
     """
 
@@ -185,10 +179,6 @@ class FMDConfig(ProtectorConfig):
     update: str = param("sign", choices=FMD_UPDATES, help="step direction: sign (paper) | l2 (alpha * g / rms(g))")
     split: str | None = param(None, help="split point of the authorized face model whose feature map is "
                                          "distorted (default: the model's default split)")
-    surrogate: str | None = param(None, help="public recognizer whose shallow features are distorted too "
-                                             "(ensemble transfer; default: none)")
-    surrogate_weight: float = param(1.0, lo=0.0, hi=100.0, low_open=True,
-                                    help="the surrogate's weight in the feature loss")
     device: str = "cpu"
 
 

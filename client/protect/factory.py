@@ -108,8 +108,7 @@ def build_protector(method: str, models: Sequence[Any] = (), preset: str | None 
         if size is not None and tuple(net.spec.input_size) != tuple(size):
             raise InvalidInput(f"FMD images must be at the authorized model's input size "
                                f"{tuple(net.spec.input_size)}, got {tuple(size)}")
-        classifier, _, _ = fmd_classifier(net, config.split, gallery, cache_dir=cache_dir,
-                                          surrogate=config.surrogate, surrogate_weight=config.surrogate_weight)
+        classifier, _, _ = fmd_classifier(net, config.split, gallery, cache_dir=cache_dir)
         return FMDProtector(classifier, config)
     except (ValueError, TypeError) as exc:
         if isinstance(exc, InvalidInput):
@@ -172,34 +171,17 @@ def default_gallery(size: int, cache_dir=None):
     return images, labels
 
 
-def fmd_classifier(model="faceapi-resnet34", split: str | None = None, gallery=None, cache_dir=None,
-                   surrogate: str | None = None, surrogate_weight: float = 1.0):
+def fmd_classifier(model="faceapi-resnet34", split: str | None = None, gallery=None, cache_dir=None):
     """FMD's authorized classifier: a recognizer (name or ``FaceNet``) with a head over
     enrolled identities ``gallery = (images, labels)`` (default :func:`default_gallery`),
     its feature map at ``split`` (None: :data:`~photoveil.client.protect.fmd.FMD_SPLITS`,
-    else the model's default split); with ``surrogate`` (a recognizer name) the
-    :class:`~photoveil.client.protect.fmd.SurrogateEnsemble` over it and that model's
-    default split. Returns ``(classifier, model id, split)``."""
-    from photoveil.client.protect.fmd import GalleryClassifier, SurrogateEnsemble, feature_layer
-    from photoveil.facemodels import registry
+    else the model's default split). Returns ``(classifier, model id, split)``."""
+    from photoveil.client.protect.fmd import GalleryClassifier, feature_layer
     from photoveil.imageops import resize_to
 
     net = _load(model, cache_dir)
     spec = net.spec
     point = feature_layer(spec, split)
-    if surrogate is not None:
-        recognizers = [s.name for s in registry.list_specs() if s.role == "recognizer" and s.name != spec.name]
-        if surrogate not in recognizers:
-            raise InvalidInput(f"surrogate {surrogate!r} is not a face recognizer other than {spec.name}; "
-                               f"accepted: {', '.join(recognizers)}")
     images, labels = gallery if gallery is not None else default_gallery(spec.input_size[0], cache_dir)
     images = resize_to(images, tuple(spec.input_size))
-    classifier = GalleryClassifier.from_facenet(net, point, images, labels)
-    if surrogate is not None:
-        other = _load(surrogate, cache_dir)
-        shallow, _ = other.split(other.spec.split_point(None))
-        for p in shallow.parameters():
-            p.requires_grad_(False)
-        classifier = SurrogateEnsemble(classifier, shallow.eval(), tuple(other.spec.input_size), images,
-                                       surrogate_weight)
-    return classifier, spec.name, point
+    return GalleryClassifier.from_facenet(net, point, images, labels), spec.name, point

@@ -141,52 +141,6 @@ class GalleryClassifier(nn.Module):
         return logits, feat
 
 
-class SurrogateEnsemble(nn.Module):
-    """The authorized :class:`GalleryClassifier` plus the shallow half of a public surrogate
-    recognizer: the feature map FMD distorts is both models' (flattened, each divided by
-    its mean per-image norm on the gallery so neither dominates, the surrogate's scaled by
-    ``weight``); the head and embedding stay the authorized model's. The surrogate reads
-    the image resized to its input, as it would an upload.
-
-    Args:
-        base: the authorized classifier.
-        surrogate: the surrogate's shallow half (``FaceNet.split``), and ``hw`` its input size.
-        gallery: ``[M,3,H,W]`` images fixing the feature shapes and norms.
-        weight: the surrogate's weight (> 0).
-    """
-
-    def __init__(self, base: GalleryClassifier, surrogate: nn.Module, hw: tuple[int, int],
-                 gallery: torch.Tensor, weight: float = 1.0):
-        super().__init__()
-        from photoveil.imageops import ResizeTo
-
-        if weight <= 0:
-            raise InvalidInput(f"surrogate_weight must be > 0, got {weight}")
-        self.base, self.surrogate, self.resize, self.weight = base, surrogate, ResizeTo(hw), float(weight)
-        with torch.no_grad():
-            fa, fs = base.shallow(gallery), surrogate(self.resize(gallery))
-        self.shape_a = tuple(fa.shape[1:])
-        self.register_buffer("norms", torch.stack([fa.flatten(1).norm(dim=1).mean(), fs.flatten(1).norm(dim=1).mean()]))
-
-    def shallow(self, x: torch.Tensor) -> torch.Tensor:
-        fa = self.base.shallow(x).flatten(1) / self.norms[0]
-        fs = self.surrogate(self.resize(x)).flatten(1) * (self.weight / self.norms[1])
-        return torch.cat([fa, fs], dim=1)
-
-    def head(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_a = math.prod(self.shape_a)
-        return self.base.head(feat[:, :n_a].reshape(-1, *self.shape_a) * self.norms[0])
-
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feat = self.shallow(x)
-        logits, raw = self.head(feat)
-        return logits, feat, raw
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, feat, _ = self.parts(x)
-        return logits, feat
-
-
 def parts(classifier: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(logits, feature_map, embedding)`` of any FMD classifier: its ``parts`` where it has
     one (:class:`GalleryClassifier`: the raw descriptor), else the logits stand in for the
