@@ -396,3 +396,6 @@ def test_unauthorized_recognizer_reads_the_upload_in_its_own_geometry(real_model
     recs = Evaluation(cfg).run(None)
     (cos,) = records_by(recs, attack="abuse", evaluated_model="mobileface", metric="self_cosine")
     assert cos["value"] > 0.75
+    for metric in ("readable_ssim", "readable_ssim_far"):   # no protection: the witness sees the same face
+        (rec,) = records_by(recs, attack="readability", metric=metric)
+        assert rec["value"] > 0.99

@@ -6,6 +6,7 @@ per-channel standardisation, 3x3 median, grayscale, half size), for every method
 * ``readable_ssim`` / ``readable_edge`` (evaluated_model ``image``): ``|SSIM|`` and the
   Sobel edge-map correlation of the normalised original and protected images, mean over the
   protected images with a 95 % normal-approximation CI (``ci_low``/``ci_high``);
+  ``readable_ssim_far`` the SSIM of the far view (quarter size, :data:`photoveil.readability.FAR`);
 * ``readable_top1`` (every recognizer, and ``mean-unauthorized``): closed-set identification
   of the *normalised protected* query against the clean gallery; ``readable_clean_top1`` is
   the same on the normalised clean query (shows the recognizer still works on normalised
@@ -48,12 +49,17 @@ def mean_ci(values: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]
 
 
 def image_witness(originals: torch.Tensor, protected: torch.Tensor, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """Per-image ``readable_ssim`` and ``readable_edge`` ``[N]`` (in batches, no grad)."""
-    out: dict[str, list[torch.Tensor]] = {"readable_ssim": [], "readable_edge": []}
+    """Per-image ``readable_ssim``, ``readable_edge`` and (images >= 44 px) ``readable_ssim_far``
+    ``[N]`` (in batches, no grad)."""
+    far = min(originals.shape[-2:]) * R.FAR.scale >= 11  # the SSIM window fits the quarter-size view
+    out: dict[str, list[torch.Tensor]] = {"readable_ssim": [], "readable_edge": [],
+                                          **({"readable_ssim_far": []} if far else {})}
     with torch.no_grad():
         for a, b in zip(originals.split(batch_size), protected.split(batch_size)):
             out["readable_ssim"].append(R.readable_ssim(a, b))
             out["readable_edge"].append(R.edge_similarity(a, b))
+            if far:
+                out["readable_ssim_far"].append(R.readable_ssim(a, b, R.FAR))
     return {k: torch.cat(v) for k, v in out.items()}
 
 
