@@ -177,7 +177,8 @@ def markdown(cfg: EvalConfig, recs: list[dict], timings: dict[str, float], extra
         out += ["## Readability witness (after per-channel standardisation, 3x3 median, grayscale, half size)", "",
                 _table(["authorized", "evaluated", "metric", "value", "95 % CI", "n"], readable), "",
                 "readable_ssim / readable_edge: |SSIM| and Sobel edge-map correlation of the normalised original "
-                "and protected images (noise ~0.05 / ~0, a colour cast + fine lines ~0.9); readable_top1: a "
+                "and protected images (noise ~0.05 / ~0, a colour cast + fine lines ~0.9; readable_ssim_far: the "
+                "quarter-size view, noise ~0.1, another face ~0.3); readable_top1: a "
                 "recognizer on the normalised protected image (readable_clean_top1: on the normalised clean image; "
                 "readable_chance: 1 / identities).", ""]
     sw = [r for r in recs if r["attack"] == "sweep"]
