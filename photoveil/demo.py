@@ -38,10 +38,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from photoveil.client.protect.base import RECOMMENDED_PRESETS
+from photoveil.client.protect.base import PRESET_NAMES, RECOMMENDED_PRESETS
+from photoveil.client.protect.flags import resolve_preset
 
 DEFAULT_MODEL = "faceapi-resnet34"
-PRESET_CHOICES = ("recommended", "low", "mid", "high")
+PRESET_CHOICES = ("recommended", *PRESET_NAMES)
 SHEET_ROWS = 6
 DEFAULT_UNAUTHORIZED = ("faceres", "mobileface")
 METHODS = ("pmt", "fmd", "generator")
@@ -115,7 +116,7 @@ def _parse_list(text: str, allowed: tuple[str, ...] | None, what: str) -> list[s
 
 def presets_for(methods: list[str], preset: str = "recommended") -> dict[str, str]:
     """The preset each method runs at: ``RECOMMENDED_PRESETS`` or ``preset`` for all."""
-    return {m: RECOMMENDED_PRESETS[m] if preset == "recommended" else preset for m in methods}
+    return {m: resolve_preset(m, preset) for m in methods}
 
 
 def build_artifacts(root: Path, model: str, methods: list[str], rebuild: bool = False, cache_dir=None,
