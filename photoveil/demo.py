@@ -407,6 +407,18 @@ def contact_sheet(path: str | os.PathLike, names: list[str], columns: dict, rows
     return path
 
 
+CHANCE_LEVEL = 0.05
+"""An unauthorized count is marked "(chance)" when guessing would reach it with probability
+above this (one-sided exact binomial test, chance = 1 / enrolled identities)."""
+
+
+def count(k: int, n: int) -> str:
+    """``k/n``, marked ``(chance)`` when ``k`` right of ``n`` is consistent with guessing."""
+    from photoveil.evaluation.metrics import above_chance_p
+
+    return f"{k}/{n}" + (" (chance)" if above_chance_p(k, n, 1 / n) > CHANCE_LEVEL else "")
+
+
 def table(records: list[dict]) -> str:
     spies = sorted({k for r in records for k in r["unauthorized_correct"]})
     head = ["method", "preset", "upload", "authorized right", *[f"{s} right" for s in spies],
@@ -414,9 +426,9 @@ def table(records: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         n = r["n"]
-        unauth = [f"{r['unauthorized_correct'][s]}/{n}" if r["upload"] == "image" else "sees features only"
+        unauth = [count(r["unauthorized_correct"][s], n) if r["upload"] == "image" else "sees features only"
                   for s in spies]
-        normalised = [f"{r['readable_unauthorized_correct'][s]}/{n}" if r["upload"] == "image" else "-"
+        normalised = [count(r["readable_unauthorized_correct"][s], n) if r["upload"] == "image" else "-"
                       for s in spies]
         lines.append("| " + " | ".join([
             r["method"], r.get("preset", "-"), r["upload"], f"{r['authorized_correct']}/{n}", *unauth, *normalised,
@@ -453,7 +465,8 @@ def main(args) -> int:
     else:
         print(md)
         n = len(records[0]["answers"])
-        print(f"\n{n} held-out identities (chance {1 / n:.2f}); authorized = {args.model}; "
+        print(f"\n{n} held-out identities (chance {1 / n:.2f}; \"(chance)\": guessing gets that many right with "
+              f"p > {CHANCE_LEVEL}); authorized = {args.model}; "
               f"unauthorized = {', '.join(unauthorized)}; presets: "
               + ", ".join(f"{m} {p}" for m, p in presets_for(methods, args.preset).items())
               + f"; {time.perf_counter() - t0:.0f} s in all")

@@ -69,3 +69,27 @@ def test_presets_and_contact_sheet(tmp_path):
     path = contact_sheet(tmp_path / "docs" / "sheet.png", [f"id{i}" for i in range(8)], cols, rows=3, tile=64)
     img = Image.open(path)
     assert img.size == (2 * 2 * 64 + 8, 32 + 3 * 64)
+
+
+def test_chance_p_value_against_a_direct_binomial_sum():
+    from photoveil.errors import InvalidInput
+    from photoveil.evaluation.metrics import above_chance_p
+
+    assert above_chance_p(0, 20, 0.05) == 1.0
+    assert above_chance_p(2, 20, 0.05) == pytest.approx(1 - 0.95 ** 20 - 20 * 0.05 * 0.95 ** 19, rel=1e-9)
+    assert above_chance_p(4, 20, 0.05) == pytest.approx(0.0159, abs=1e-4)
+    assert above_chance_p(20, 20, 0.5) == pytest.approx(0.5 ** 20)
+    with pytest.raises(InvalidInput, match="0 <= k <= n"):
+        above_chance_p(21, 20, 0.05)
+
+
+def test_table_marks_only_counts_that_guessing_explains():
+    from photoveil.demo import table
+
+    row = {"method": "pmt", "preset": "high", "upload": "image", "n": 20, "authorized_correct": 19,
+           "unauthorized_correct": {"faceres": 2, "mobileface": 4},
+           "readable_unauthorized_correct": {"faceres": 0, "mobileface": 6},
+           "ssim": 0.01, "readable_ssim": 0.15, "device_ms_p50": 200.0, "bytes_per_request": 1000}
+    line = table([row]).splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3:8] == ["19/20", "2/20 (chance)", "4/20", "0/20 (chance)", "6/20"]

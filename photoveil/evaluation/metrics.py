@@ -3,6 +3,8 @@
 * :func:`strict_accuracy` — the paper's strict recognition accuracy (Eq. 10);
 * :func:`identification_top1` — closed-set identification against an enrolled gallery;
 * :func:`wilson` — the 95 % Wilson interval of a proportion (every report cell with its n);
+* :func:`above_chance_p` — the one-sided exact binomial p-value of ``k`` right of ``n``
+  against guessing (whether a count is "at chance");
 * :func:`attribute_cossim` — CosSim of attribute vectors (Eq. 11) and
   :func:`attribute_abs_diff` for scalar attributes (age, "absolute difference");
 * :func:`ssim`, :func:`psnr` — per-image SSIM (pytorch-msssim) and PSNR (torchmetrics);
@@ -94,6 +96,18 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     mid = (p + z * z / (2 * n)) / d
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def above_chance_p(k: int, n: int, chance: float) -> float:
+    """``P(X >= k)`` for ``X ~ Binomial(n, chance)``: the one-sided exact p-value of ``k``
+    right answers out of ``n`` if the recognizer only guessed. Above 0.05, ``k`` is
+    consistent with guessing (e.g. 2 of 20 at chance 1/20: 0.26; 4 of 20: 0.016)."""
+    if not (0 <= k <= n) or n <= 0 or not (0.0 < chance < 1.0):
+        raise InvalidInput(f"above_chance_p needs 0 <= k <= n, n >= 1 and 0 < chance < 1; got k={k}, n={n}, "
+                           f"chance={chance}")
+    if k == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, i) * chance ** i * (1 - chance) ** (n - i) for i in range(k, n + 1)))
 
 
 def identification_top1(gallery: torch.Tensor, gallery_labels: torch.Tensor,
