@@ -46,6 +46,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"[{C.w_readable}]")
     p.add_argument("--w-readable-far", type=float, default=C.w_readable_far,
                    help=f"weight of the same term on the far (quarter-size) view [{C.w_readable_far}]")
+    p.add_argument("--w-readable-blur", type=float, default=C.w_readable_blur,
+                   help=f"weight of the same term on the out-of-focus (Gaussian low-pass) view [{C.w_readable_blur}]")
     p.add_argument("--w-readable-aux", type=float, default=C.w_readable_aux,
                    help=f"weight of the aux recognizer on the normalised image [{C.w_readable_aux}]")
     p.add_argument("--init-from", default=C.init_from,
@@ -119,7 +121,7 @@ def _config(args, target: str, aux: str | None):
             lr_schedule=args.lr_schedule, aux_ce_cap=args.aux_ce_cap or None, ssim_mode=args.ssim_mode,
             precision=args.precision, w_target=args.w_target, w_aux=args.w_aux, w_ssim=args.w_ssim,
             aux_rescale=args.aux_rescale, w_readable=args.w_readable, w_readable_far=args.w_readable_far,
-            w_readable_aux=args.w_readable_aux,
+            w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:

@@ -160,9 +160,9 @@ class GeneratorModule(L.LightningModule):
         return parts, x_prot
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
-        """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_aux``); the witness is
-        logged on every face batch, also when its weights are 0."""
-        from photoveil.readability import FAR, readability_term, recognizer_view
+        """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,
+        ``w_readable_aux``); the witness is logged on every face batch, also when its weights are 0."""
+        from photoveil.readability import BLURRED, FAR, readability_term, recognizer_view
 
         cfg = self.config
         if cfg.w_readable == 0 and cfg.w_readable_aux == 0 and min(x.shape[-2:]) < 22:
@@ -176,6 +176,10 @@ class GeneratorModule(L.LightningModule):
             parts["readable_ssim_far"] = far["readable_ssim"]
             if cfg.w_readable_far > 0:
                 parts["loss"] = parts["loss"] + cfg.w_readable_far * far["term"]
+        blurred = readability_term(x, x_prot, BLURRED)
+        parts["readable_ssim_blur"] = blurred["readable_ssim"]
+        if cfg.w_readable_blur > 0:
+            parts["loss"] = parts["loss"] + cfg.w_readable_blur * blurred["term"]
         if cfg.w_readable_aux > 0:
             aux = self.critic("aux")
             a_read = aux(self._critic_input(aux, recognizer_view(x_prot)))

@@ -21,9 +21,10 @@ The table reports, per (method, upload mode): the preset, how many identities th
 authorized server recognised (top-1), what each unauthorized recognizer got right (chance:
 one in the number of identities), what each got right on the *normalised* protected image
 (the readability witness of :mod:`photoveil.readability`: standardised, median-filtered,
-gray; what a person sees for free), SSIM and readable SSIM to the original, median
-on-device protection time and bytes sent per request. With ``--out`` (or ``--sheet``) a
-contact sheet PNG shows original | protected per method, and the same normalised.
+gray; what a person sees for free), SSIM, readable SSIM and out-of-focus SSIM
+(``readability.BLURRED``: what a squint sees) to the original, median on-device protection
+time and bytes sent per request. With ``--out`` (or ``--sheet``) a contact sheet PNG shows
+original | protected per method, the same normalised, and out of focus.
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ class Row:
     preset: str = "-"
     ssim: list[float] = field(default_factory=list)
     readable_ssim: list[float] = field(default_factory=list)
+    blurred_ssim: list[float] = field(default_factory=list)
     readable_correct: dict[str, int] = field(default_factory=dict)
     device_ms: list[float] = field(default_factory=list)
     bytes_sent: list[int] = field(default_factory=list)
@@ -99,6 +101,7 @@ class Row:
                 "readable_unauthorized_correct": self.readable_correct,
                 "ssim": round(statistics.mean(self.ssim), 4) if self.ssim else None,
                 "readable_ssim": round(statistics.mean(self.readable_ssim), 4) if self.readable_ssim else None,
+                "readable_ssim_blur": round(statistics.mean(self.blurred_ssim), 4) if self.blurred_ssim else None,
                 "device_ms_p50": med(self.device_ms),
                 "bytes_per_request": int(statistics.mean(self.bytes_sent)) if self.bytes_sent else None,
                 "answers": self.answers}
@@ -273,7 +276,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
     import torch
     from pytorch_msssim import ssim
 
-    from photoveil.readability import readable_ssim, recognizer_view
+    from photoveil.readability import BLURRED, readable_ssim, recognizer_view
 
     from photoveil import wire
     from photoveil.client.phone import Phone
@@ -328,11 +331,12 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
                 """``source``: the installed program computing the upload features (its split)."""
                 s = [float(ssim(p[None], q[None], data_range=1.0)) for p, q in zip(protected, query)]
                 rs = readable_ssim(query, protected).tolist()
+                bs = readable_ssim(query, protected, BLURRED).tolist()
                 seen = spies.top1(protected) if spies else {}
                 seen_normalised = spies.top1(recognizer_view(protected)) if spies else {}
                 for upload in ("image", "features"):
                     row = Row(method, upload, n=len(names), preset=presets.get(method, "-"), ssim=s,
-                              readable_ssim=rs, device_ms=ms)
+                              readable_ssim=rs, blurred_ssim=bs, device_ms=ms)
                     for i, name in enumerate(names):
                         if upload == "image":
                             answer = phone.upload_image(model, protected[i:i + 1])
@@ -377,24 +381,26 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
 def contact_sheet(path: str | os.PathLike, names: list[str], columns: dict, rows: int = SHEET_ROWS,
                   tile: int = 96) -> Path:
     """PNG: for the first ``rows`` identities, ``columns`` (label -> ``[N,3,H,W]``, the original
-    first) side by side, then the same images after the readability normalisation."""
+    first) side by side, then the same images after the readability normalisation, then out
+    of focus (:data:`photoveil.readability.BLURRED`)."""
     import torch
     from PIL import Image, ImageDraw
 
     from photoveil.imageops import resize_to
-    from photoveil.readability import recognizer_view
+    from photoveil.readability import BLURRED, recognizer_view
 
     labels = list(columns)
     k = min(rows, len(names))
     head, gap = 16, 8
-    width = 2 * len(labels) * tile + gap
+    blocks = {"as uploaded": lambda t: t,
+              "normalised (standardised, median, gray): what an eye reads": recognizer_view,
+              "out of focus (blurred, standardised, gray): what a squint reads": lambda t: recognizer_view(t, BLURRED)}
+    width = len(blocks) * len(labels) * tile + (len(blocks) - 1) * gap
     sheet = Image.new("RGB", (width, head * 2 + k * tile), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((4, 2), "as uploaded", fill="black")
-    draw.text((len(labels) * tile + gap + 4, 2), "normalised (standardised, median, gray): what an eye reads",
-              fill="black")
-    for block, transform in enumerate((lambda t: t, recognizer_view)):
+    for block, (title, transform) in enumerate(blocks.items()):
         x0 = block * (len(labels) * tile + gap)
+        draw.text((x0 + 4, 2), title, fill="black")
         for j, label in enumerate(labels):
             draw.text((x0 + j * tile + 4, head + 1), label, fill="black")
             images = resize_to(transform(columns[label][:k].float()), (tile, tile)).clamp(0, 1)
@@ -422,7 +428,8 @@ def count(k: int, n: int) -> str:
 def table(records: list[dict]) -> str:
     spies = sorted({k for r in records for k in r["unauthorized_correct"]})
     head = ["method", "preset", "upload", "authorized right", *[f"{s} right" for s in spies],
-            *[f"{s} right, normalised" for s in spies], "SSIM", "readable SSIM", "on-device ms", "bytes sent"]
+            *[f"{s} right, normalised" for s in spies], "SSIM", "readable SSIM", "out-of-focus SSIM",
+            "on-device ms", "bytes sent"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in records:
         n = r["n"]
@@ -434,6 +441,7 @@ def table(records: list[dict]) -> str:
             r["method"], r.get("preset", "-"), r["upload"], f"{r['authorized_correct']}/{n}", *unauth, *normalised,
             f"{r['ssim']:.3f}" if r["ssim"] is not None else "-",
             f"{r['readable_ssim']:.3f}" if r.get("readable_ssim") is not None else "-",
+            f"{r['readable_ssim_blur']:.3f}" if r.get("readable_ssim_blur") is not None else "-",
             f"{r['device_ms_p50']:.0f}" if r["device_ms_p50"] is not None else "-",
             str(r["bytes_per_request"])]) + " |")
     return "\n".join(lines)

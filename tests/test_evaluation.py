@@ -396,6 +396,10 @@ def test_unauthorized_recognizer_reads_the_upload_in_its_own_geometry(real_model
     recs = Evaluation(cfg).run(None)
     (cos,) = records_by(recs, attack="abuse", evaluated_model="mobileface", metric="self_cosine")
     assert cos["value"] > 0.75
-    for metric in ("readable_ssim", "readable_ssim_far"):   # no protection: the witness sees the same face
+    for metric in ("readable_ssim", "readable_ssim_far", "readable_ssim_blur"):   # no protection: the same face
         (rec,) = records_by(recs, attack="readability", metric=metric)
         assert rec["value"] > 0.99
+    for view in ("readable", "readable_blur"):   # a recognizer per view; unprotected, the upload is the clean face
+        (top,) = records_by(recs, attack="readability", evaluated_model="mobileface", metric=f"{view}_top1")
+        (clean,) = records_by(recs, attack="readability", evaluated_model="mobileface", metric=f"{view}_clean_top1")
+        assert top["value"] == clean["value"] and top["n"] == 3 and top["role"] == "unauthorized"

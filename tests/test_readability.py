@@ -60,6 +60,23 @@ def test_far_view_reads_a_face_under_stripes_that_hide_it_at_half_size():
     assert R.readable_ssim(x, noise, R.FAR).mean() < 0.15
 
 
+def test_out_of_focus_view_reads_a_face_under_a_dither_that_the_far_view_misses():
+    """A 1-px checkerboard over a dimmed face: the median keeps it, and after the
+    standardisation and area down-scaling it still dominates (the far view scores it below
+    another person's face, ~0.3); a Gaussian low-pass removes it and the face is back (the
+    generator of stop 35 hid faces from both down-scaled views this way)."""
+    x = faces(4, 112)
+    idx = torch.arange(112)
+    checker = torch.where((idx.view(-1, 1) + idx.view(1, -1)) % 2 == 0, 0.5, -0.5).view(1, 1, 112, 112)
+    y = (0.5 + 0.1 * (x - 0.5) + checker).clamp(0, 1)
+    assert R.readable_ssim(x, y, R.FAR).mean() < 0.25
+    assert R.readable_ssim(x, y, R.BLURRED).mean() > 0.9
+    assert R.edge_similarity(x, y, R.BLURRED).mean() > 0.8
+    noise = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    assert R.readable_ssim(x, noise, R.BLURRED).mean() < 0.12
+    assert R.readable_ssim(x, x.roll(1, 0), R.BLURRED).mean() < 0.5   # another person's face
+
+
 def test_inverted_face_is_still_readable():
     x = faces(2)
     assert R.readable_ssim(x, 1 - x).mean() > 0.95              # max with the negative: an inverted face is a face
@@ -75,6 +92,9 @@ def test_normalisation_shapes_and_validation():
         R.Normalisation(median=2)
     with pytest.raises(ValueError, match="scale"):
         R.Normalisation(scale=0)
+    with pytest.raises(ValueError, match=r"blur must be in \[0, 0.1\]"):
+        R.Normalisation(blur=0.5)
+    assert R.normalise(x, R.BLURRED).shape == (2, 1, 32, 32) and R.low_pass(x, 0) is x
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         R.normalise(torch.rand(2, 1, 32, 32))
 
@@ -120,15 +140,19 @@ def test_config_readability_fields_validate_and_reach_the_cli():
         GeneratorTrainConfig(w_readable=-1)
     with pytest.raises(ValueError, match="RGB"):
         GeneratorTrainConfig(w_readable=1.0, in_channels=1)
+    with pytest.raises(ValueError, match="w_readable_blur must be >= 0"):
+        GeneratorTrainConfig(w_readable_blur=-1)
     with pytest.raises(ValueError, match="aux recognizer"):
         GeneratorTrainConfig(task="face", in_channels=3, image_size=112, aux=None, w_readable_aux=1.0)
     with pytest.raises(ValueError, match="quarter size"):
         GeneratorTrainConfig(task="face", in_channels=3, image_size=32, w_readable_far=1.0)
     args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
                                       "--aux", "mobileface", "--out", "x", "--w-readable", "1.5",
-                                      "--w-readable-aux", "0.5", "--w-readable-far", "2", "--init-from", "face"])
+                                      "--w-readable-aux", "0.5", "--w-readable-far", "2", "--w-readable-blur", "3",
+                                      "--init-from", "face"])
     cfg = _config(args, args.target, args.aux)
-    assert (cfg.w_readable, cfg.w_readable_aux, cfg.w_readable_far, cfg.init_from) == (1.5, 0.5, 2.0, "face")
+    assert (cfg.w_readable, cfg.w_readable_aux, cfg.w_readable_far, cfg.w_readable_blur, cfg.init_from) == \
+        (1.5, 0.5, 2.0, 3.0, "face")
     assert GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg
     defaults = build_parser().parse_args(["generator", "train", "--target", "a", "--out", "x"])
     assert (defaults.w_readable, defaults.w_readable_aux) == (GeneratorTrainConfig.w_readable,

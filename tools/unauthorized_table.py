@@ -6,7 +6,8 @@
 Per row: seed, queries, authorized top-1 and strict (cal) with clean in brackets, each
 unauthorized recognizer's top-1 (clean: its own native crop), their mean, image SSIM, and
 the readability witness (readable SSIM at half and quarter size, strongest unauthorized
-recognizer on the normalised upload) on the run's main setting, the one the ``readability`` records were measured on.
+recognizer on the normalised upload, then readable SSIM and the strongest recognizer in the
+out-of-focus view) on the run's main setting, the one the ``readability`` records were measured on.
 """
 from __future__ import annotations
 
@@ -44,10 +45,11 @@ def rows(key: str, run: Path) -> list[str]:
         mean = sum(d[("top1", u)] for u in UNAUTHORIZED) / len(UNAUTHORIZED)
         mean_clean = sum(clean[("top1", u)] for u in UNAUTHORIZED) / len(UNAUTHORIZED)
         read = [f"{witness[k]:.3f}" if value == main and k in witness else "-"
-                for k in (("readable_ssim", "image"), ("readable_ssim_far", "image"), ("readable_top1", "max-unauthorized"))]
+                for k in (("readable_ssim", "image"), ("readable_ssim_far", "image"), ("readable_top1", "max-unauthorized"),
+                          ("readable_ssim_blur", "image"), ("readable_blur_top1", "max-unauthorized"))]
         out.append(f"| {run.name} | {key}={value} | {seed} | {n} | {cell('top1', auth)} | "
                    f"{cell('strict_accuracy_cal', auth)} | {unauth} | {mean:.3f} ({mean_clean:.3f}) | "
-                   f"{d.get(('ssim', auth), float('nan')):.3f} | {read[0]} | {read[1]} | {read[2]} |")
+                   f"{d.get(('ssim', auth), float('nan')):.3f} | {' | '.join(read)} |")
     return out
 
 

@@ -178,9 +178,11 @@ def markdown(cfg: EvalConfig, recs: list[dict], timings: dict[str, float], extra
                 _table(["authorized", "evaluated", "metric", "value", "95 % CI", "n"], readable), "",
                 "readable_ssim / readable_edge: |SSIM| and Sobel edge-map correlation of the normalised original "
                 "and protected images (noise ~0.05 / ~0, a colour cast + fine lines ~0.9; readable_ssim_far: the "
-                "quarter-size view, noise ~0.1, another face ~0.3); readable_top1: a "
-                "recognizer on the normalised protected image (readable_clean_top1: on the normalised clean image; "
-                "readable_chance: 1 / identities).", ""]
+                "quarter-size view, noise ~0.1, another face ~0.3; readable_ssim_blur / readable_edge_blur: the "
+                "out-of-focus view, a Gaussian low-pass instead of the median, noise ~0.08, another face ~0.37); "
+                "readable_top1: a recognizer on the normalised protected image (readable_clean_top1: on the "
+                "normalised clean image; readable_blur_*: on the out-of-focus view; readable_chance: 1 / "
+                "identities).", ""]
     sw = [r for r in recs if r["attack"] == "sweep"]
     if sw:
         key = sw[0]["params"]["sweep"]
