@@ -7,12 +7,15 @@ The one documented command (run from a checkout)::
 
 Stubs are generated with ``-I proto`` so they import each other as
 ``from photoveil.v1 import tensor_pb2``. The output depends on the grpcio-tools
-version, so regenerate after upgrading it.
+version, so regenerate after upgrading it; ``--check`` ignores only the
+``GRPC_GENERATED_VERSION`` stamp of the ``_grpc`` stubs (the oldest grpcio runtime they
+accept), so a newer grpcio-tools patch release that generates the same code does not make the
+committed stubs stale, nor force their runtime floor up.
 """
 from __future__ import annotations
 
 import argparse
-import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -23,6 +26,12 @@ PROTO_ROOT = REPO / "proto"
 PROTO_DIR = PROTO_ROOT / "photoveil" / "v1"
 STUB_DIR = REPO / "photoveil" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+_VERSION_STAMP = re.compile(r"^GRPC_GENERATED_VERSION = .*$", re.MULTILINE)
+
+
+def _same_code(a: Path, b: Path) -> bool:
+    """Equal stubs up to the grpcio-tools version stamp."""
+    return _VERSION_STAMP.sub("", a.read_text()) == _VERSION_STAMP.sub("", b.read_text())
 
 
 def proto_files() -> list[Path]:
@@ -85,7 +94,7 @@ def check() -> list[str]:
                 problems.append(f"missing: photoveil/v1/{name}")
             elif name not in fresh:
                 problems.append(f"stale (no proto generates it): photoveil/v1/{name}")
-            elif not filecmp.cmp(fresh[name], committed[name], shallow=False):
+            elif not _same_code(fresh[name], committed[name]):
                 problems.append(f"out of date: photoveil/v1/{name}")
     return problems
 

@@ -16,6 +16,9 @@ def test_check_detects_edited_missing_and_orphaned_stubs(tmp_path, monkeypatch):
     shutil.copytree(protogen.STUB_DIR, copy)
     monkeypatch.setattr(protogen, "STUB_DIR", copy)
     assert protogen.check() == []
+    grpc_stub = copy / "tensor_pb2_grpc.py"   # another grpcio-tools patch release: only the stamp differs
+    grpc_stub.write_text(grpc_stub.read_text().replace("GRPC_GENERATED_VERSION = '", "GRPC_GENERATED_VERSION = '9"))
+    assert protogen.check() == []
     (copy / "tensor_pb2.py").write_text((copy / "tensor_pb2.py").read_text() + "\n# edited\n")
     (copy / "artifacts_pb2.pyi").unlink()
     (copy / "removed_pb2.py").write_text("")
