@@ -1,12 +1,13 @@
-"""Figures of a face generator: examples (old vs new, as uploaded and normalised) and training curves.
+"""Figures of a face generator: examples (old vs new, as uploaded, normalised and out of focus) and training curves.
 
     python tools/generator_figures.py --new face --old face-v1 --metrics runs/gen-read1/run/logs/version_0/metrics.csv \\
         --out docs/figures
 
 Writes ``generator-examples.png`` (six held-out demo identities: original, each generator's
-output, and the same after the readability normalisation of ``photoveil.readability``) and,
-with ``--metrics``, ``generator-training.png`` (train/val target cosine, aux cosine,
-readable SSIM and edge correlation per step of the Lightning CSV log).
+output, and the same after the readability normalisation of ``photoveil.readability`` and out
+of focus, ``readability.BLURRED``) and, with ``--metrics``, ``generator-training.png``
+(train/val target cosine, aux cosine, readable SSIM in each view and edge correlation per step
+of the Lightning CSV log).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def curves(metrics: Path, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = list(csv.DictReader(metrics.open()))
-    keys = ("target_cos", "aux_cos", "readable_ssim", "readable_edge", "readable_aux_cos", "ssim")
+    keys = ("target_cos", "aux_cos", "readable_ssim", "readable_ssim_far", "readable_ssim_blur", "readable_edge",
+            "readable_aux_cos", "ssim")
     fig, ax = plt.subplots(figsize=(7, 4))
     for k in keys:
         pts = [(int(r["step"]), float(r[f"train/{k}_step"])) for r in rows if r.get(f"train/{k}_step")]
