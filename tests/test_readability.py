@@ -63,8 +63,8 @@ def test_far_view_reads_a_face_under_stripes_that_hide_it_at_half_size():
 def test_out_of_focus_view_reads_a_face_under_a_dither_that_the_far_view_misses():
     """A 1-px checkerboard over a dimmed face: the median keeps it, and after the
     standardisation and area down-scaling it still dominates (the far view scores it below
-    another person's face, ~0.3); a Gaussian low-pass removes it and the face is back (the
-    generator of stop 35 hid faces from both down-scaled views this way)."""
+    another person's face, ~0.3); a Gaussian low-pass removes it and the face is back (face
+    generators trained against the two down-scaled views alone hid faces from them this way)."""
     x = faces(4, 112)
     idx = torch.arange(112)
     checker = torch.where((idx.view(-1, 1) + idx.view(1, -1)) % 2 == 0, 0.5, -0.5).view(1, 1, 112, 112)
