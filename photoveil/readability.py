@@ -8,7 +8,8 @@ then compares them:
 0. (the out-of-focus view :data:`BLURRED` only) a Gaussian low-pass of the RGB image, std
    ``blur`` x the shorter side: what squinting, a thumbnail or a glance does;
 1. per-channel standardisation of each image (zero mean, unit variance per channel):
-   removes a colour cast, a brightness / contrast change and a per-channel gain;
+   removes a colour cast, a brightness / contrast change and a per-channel gain (not in
+   :data:`BLURRED`, which takes the luminance of the image as it is);
 2. a 3x3 median filter (reflect padding): removes isolated fine lines and salt-and-pepper;
 3. grayscale (ITU-R BT.601 luma of the standardised channels), standardised again;
 4. area down-scaling by ``scale`` (default 1/2, the viewing-distance step of Wang et al.'s
@@ -52,6 +53,7 @@ class Normalisation:
     median: int = 3        # median filter size (odd, >= 1; 1 = off)
     scale: float = 0.5     # area down-scaling factor in (0, 1]
     blur: float = 0.0      # Gaussian low-pass std as a fraction of the shorter side, [0, 0.1]; 0 = off
+    per_channel: bool = True  # standardise each colour channel before the grayscale (False: luminance as seen)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.median, int) and self.median >= 1 and self.median % 2 == 1):
@@ -68,13 +70,17 @@ FAR = Normalisation(scale=0.25)
 dot pattern laid over the face that the half-size view keeps. A generator trained against
 :data:`DEFAULT` alone learned such a pattern (readable SSIM 0.12 at half size, 0.38 at
 quarter size, where another person's face scores 0.29), so evaluations report both views."""
-BLURRED = Normalisation(median=1, blur=1 / 60)
-"""The out-of-focus view: a Gaussian low-pass (std 1/60 of the side, 2.5 px on a 150-px face)
-before the rest and no median. A fine dither laid over a dimmed face survives the median
-(which even aliases it into coarse bars that dominate the standardised image) and both
-down-scaled views, while an eye that squints sees the face through it: the blur removes the
-dither and keeps the face (face generators trained against the other two views alone scored
-0.08-0.11 in both and 0.66-0.70 in this one; README, "Readability witness")."""
+BLURRED = Normalisation(median=1, blur=1 / 60, per_channel=False)
+"""The out-of-focus view: a Gaussian low-pass (std 1/60 of the side, 2.5 px on a 150-px face),
+no median, and the luminance of the image as it is (no per-channel standardisation). A fine
+dither laid over a dimmed face survives the median (which even aliases it into coarse bars that
+dominate the standardised image) and both down-scaled views, while an eye that squints sees the
+face through it: the blur removes the dither and keeps the face (face generators trained against
+the other two views alone scored 0.08-0.11 in both and 0.66-0.70 in this one). And a pattern
+in a colour channel of little variance, which per-channel standardisation blows up to dominate
+the image, is faint in the luminance a person sees (a generator trained against this view with
+per-channel standardisation scored 0.09 there and 0.41 in the luminance, above another
+person's face, 0.37; README, "Readability witness")."""
 
 
 def low_pass(x: torch.Tensor, blur: float) -> torch.Tensor:
@@ -108,7 +114,8 @@ def normalise(x: torch.Tensor, settings: Normalisation = DEFAULT) -> torch.Tenso
     """The witness normalisation (module doc, steps 1-5): ``[N, 3, H, W]`` -> ``[N, 1, h, w]`` in [0, 1]."""
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected [N, 3, H, W] images, got {tuple(x.shape)}")
-    z = median_filter(_standardise(low_pass(x.float(), settings.blur)), settings.median)
+    z = low_pass(x.float(), settings.blur)
+    z = median_filter(_standardise(z) if settings.per_channel else z, settings.median)
     g = (z * torch.tensor(LUMA, dtype=z.dtype, device=z.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
     g = _standardise(g)
     if settings.scale < 1:

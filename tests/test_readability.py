@@ -77,6 +77,18 @@ def test_out_of_focus_view_reads_a_face_under_a_dither_that_the_far_view_misses(
     assert R.readable_ssim(x, x.roll(1, 0), R.BLURRED).mean() < 0.5   # another person's face
 
 
+def test_out_of_focus_view_sees_luminance_not_a_pattern_in_a_faint_channel():
+    """The face in green, faint coarse bars (+-0.02) in red and blue: per-channel
+    standardisation blows the bars up to the face's variance and they hide it; in the
+    luminance a person sees they are faint and the face is there."""
+    x = faces(4, 112)
+    bars = torch.where((torch.arange(112) // 6) % 2 == 0, 0.02, -0.02).view(1, 1, 1, 112).expand(4, 1, 112, 112)
+    y = torch.cat([0.5 + bars, 0.5 + 0.5 * (x.mean(1, keepdim=True) - 0.5), 0.5 + bars], 1)
+    per_channel = R.Normalisation(median=1, blur=R.BLURRED.blur, per_channel=True)
+    assert R.readable_ssim(x, y, per_channel).mean() < 0.45
+    assert R.readable_ssim(x, y, R.BLURRED).mean() > 0.9
+
+
 def test_inverted_face_is_still_readable():
     x = faces(2)
     assert R.readable_ssim(x, 1 - x).mean() > 0.95              # max with the negative: an inverted face is a face
