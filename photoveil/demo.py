@@ -394,7 +394,7 @@ def contact_sheet(path: str | os.PathLike, names: list[str], columns: dict, rows
     head, gap = 16, 8
     blocks = {"as uploaded": lambda t: t,
               "normalised (standardised, median, gray): what an eye reads": recognizer_view,
-              "out of focus (blurred, standardised, gray): what a squint reads": lambda t: recognizer_view(t, BLURRED)}
+              "out of focus (blurred luminance): what a squint reads": lambda t: recognizer_view(t, BLURRED)}
     width = len(blocks) * len(labels) * tile + (len(blocks) - 1) * gap
     sheet = Image.new("RGB", (width, head * 2 + k * tile), "white")
     draw = ImageDraw.Draw(sheet)
