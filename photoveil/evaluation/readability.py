@@ -8,7 +8,7 @@ per-channel standardisation, 3x3 median, grayscale, half size), for every method
   protected images with a 95 % normal-approximation CI (``ci_low``/``ci_high``);
   ``readable_ssim_far`` the SSIM of the far view (quarter size, :data:`photoveil.readability.FAR`),
   ``readable_ssim_blur`` / ``readable_edge_blur`` those of the out-of-focus view (Gaussian
-  low-pass, no median, :data:`photoveil.readability.BLURRED`);
+  low-pass of the luminance as seen, no median, :data:`photoveil.readability.BLURRED`);
 * ``readable_top1`` (every recognizer, and ``mean-unauthorized``): closed-set identification
   of the *normalised protected* query against the clean gallery; ``readable_clean_top1`` is
   the same on the normalised clean query (shows the recognizer still works on normalised

@@ -179,7 +179,7 @@ def markdown(cfg: EvalConfig, recs: list[dict], timings: dict[str, float], extra
                 "readable_ssim / readable_edge: |SSIM| and Sobel edge-map correlation of the normalised original "
                 "and protected images (noise ~0.05 / ~0, a colour cast + fine lines ~0.9; readable_ssim_far: the "
                 "quarter-size view, noise ~0.1, another face ~0.3; readable_ssim_blur / readable_edge_blur: the "
-                "out-of-focus view, a Gaussian low-pass instead of the median, noise ~0.08, another face ~0.37); "
+                "out-of-focus view, the blurred luminance as seen, noise ~0.08, another face ~0.37); "
                 "readable_top1: a recognizer on the normalised protected image (readable_clean_top1: on the "
                 "normalised clean image; readable_blur_*: on the out-of-focus view; readable_chance: 1 / "
                 "identities).", ""]
