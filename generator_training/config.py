@@ -122,6 +122,8 @@ class GeneratorTrainConfig:
               "w_readable_aux needs task 'face' and an aux recognizer")
         check(self.w_readable == 0 or self.image_size >= 22,
               f"w_readable needs image_size >= 22 (SSIM window at half size), got {self.image_size}")
+        check(self.w_readable_blur == 0 or self.image_size >= 22,
+              f"w_readable_blur needs image_size >= 22 (SSIM window at half size), got {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

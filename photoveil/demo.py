@@ -87,7 +87,7 @@ class Row:
     preset: str = "-"
     ssim: list[float] = field(default_factory=list)
     readable_ssim: list[float] = field(default_factory=list)
-    blurred_ssim: list[float] = field(default_factory=list)
+    readable_ssim_blur: list[float] = field(default_factory=list)
     readable_correct: dict[str, int] = field(default_factory=dict)
     device_ms: list[float] = field(default_factory=list)
     bytes_sent: list[int] = field(default_factory=list)
@@ -101,7 +101,8 @@ class Row:
                 "readable_unauthorized_correct": self.readable_correct,
                 "ssim": round(statistics.mean(self.ssim), 4) if self.ssim else None,
                 "readable_ssim": round(statistics.mean(self.readable_ssim), 4) if self.readable_ssim else None,
-                "readable_ssim_blur": round(statistics.mean(self.blurred_ssim), 4) if self.blurred_ssim else None,
+                "readable_ssim_blur": (round(statistics.mean(self.readable_ssim_blur), 4)
+                                       if self.readable_ssim_blur else None),
                 "device_ms_p50": med(self.device_ms),
                 "bytes_per_request": int(statistics.mean(self.bytes_sent)) if self.bytes_sent else None,
                 "answers": self.answers}
@@ -336,7 +337,7 @@ def run_demo(methods: list[str], model: str = DEFAULT_MODEL, unauthorized: list[
                 seen_normalised = spies.top1(recognizer_view(protected)) if spies else {}
                 for upload in ("image", "features"):
                     row = Row(method, upload, n=len(names), preset=presets.get(method, "-"), ssim=s,
-                              readable_ssim=rs, blurred_ssim=bs, device_ms=ms)
+                              readable_ssim=rs, readable_ssim_blur=bs, device_ms=ms)
                     for i, name in enumerate(names):
                         if upload == "image":
                             answer = phone.upload_image(model, protected[i:i + 1])

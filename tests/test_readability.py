@@ -154,6 +154,8 @@ def test_config_readability_fields_validate_and_reach_the_cli():
         GeneratorTrainConfig(w_readable=1.0, in_channels=1)
     with pytest.raises(ValueError, match="w_readable_blur must be >= 0"):
         GeneratorTrainConfig(w_readable_blur=-1)
+    with pytest.raises(ValueError, match="w_readable_blur needs image_size >= 22"):
+        GeneratorTrainConfig(task="face", in_channels=3, image_size=16, w_readable_blur=1.0)
     with pytest.raises(ValueError, match="aux recognizer"):
         GeneratorTrainConfig(task="face", in_channels=3, image_size=112, aux=None, w_readable_aux=1.0)
     with pytest.raises(ValueError, match="quarter size"):
