@@ -98,7 +98,7 @@ class GeneratorForward(nn.Module):
         self.net, self.strength = net, float(strength)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x + self.strength * self.net.perturbation(x), 0.0, 1.0)
+        return self.net.protect(x, self.strength)
 
 
 class UploadFeatures(nn.Module):

@@ -84,7 +84,7 @@ KINDS: dict[str, ProgramKind] = {k.name: k for k in (
     ProgramKind("shallow", None, ("forward",)),
     ProgramKind("pmt-step", "pmt", ("forward", "features"),
                 baked=("augment", "pool", "kernel", "kernel_length", "layers", "optimizer", "momentum", "match",
-                       "steps_per_call"),
+                       "steps_per_call", "highpass"),
                 host=("steps", "step_size", "schedule", "final_step", "stop_loss", "init", "init_sigma",
                       "aug_sigma", "aug_affine")),
     ProgramKind("fmd-step", "fmd", ("forward", "prepare"),

@@ -235,7 +235,8 @@ def test_pmt_step_multi_layer_and_affine_traces_correctly():
 def test_fast_pmt_program_clean_match_momentum_and_three_steps_per_call_match_eager():
     """The issue-21 program shape: E_c(x) from the ``reference`` entry point, momentum state
     carried, 3 steps per call: .pte = eager (and nothing of the step outside XNNPACK)."""
-    cfg = PMTConfig(seed=0, optimizer="momentum", match="clean", schedule="cosine", steps=6, steps_per_call=3)
+    cfg = PMTConfig(seed=0, optimizer="momentum", match="clean", schedule="cosine", steps=6, steps_per_call=3,
+                    highpass=1.5)
     prog = P.pmt_step_program([toy_shallow()], cfg, size=40)
     assert prog.options.input_names[:3] == ["x_t", "m", "ref_toy_block1"] and "reference" in prog.options.entry_points
     low = lower(prog.module, prog.inputs, prog.options)

@@ -7,7 +7,7 @@ from torch import nn
 
 from photoveil.client.protect import get_protector
 from photoveil.client.protect.fmd import PAPER, FMDConfig, FMDPrepare, FMDProtector, FMDStep, GalleryClassifier, LayerTap
-from photoveil.client.protect.ops import ti_kernel
+from photoveil.client.protect.ops import gaussian_kernel, smooth, ti_kernel
 from photoveil.client.protect.pmt import PMTConfig, PMTProtector
 from photoveil.client.protect.shallow import ShallowModel
 from photoveil.errors import InvalidInput
@@ -42,7 +42,8 @@ def test_registry_finds_methods():
 @pytest.mark.parametrize("bad", [dict(steps=0), dict(step_size=0), dict(init="zeros"), dict(augment="cutout"),
                                  dict(kernel="box"), dict(kernel_length=0), dict(pool=9), dict(init_sigma=300),
                                  dict(optimizer="adamw"), dict(momentum=1.0), dict(schedule="step"),
-                                 dict(final_step=1.5), dict(match="x"), dict(stop_loss=-1), dict(steps_per_call=0)])
+                                 dict(final_step=1.5), dict(match="x"), dict(stop_loss=-1), dict(steps_per_call=0),
+                                 dict(highpass=-1), dict(highpass=17)])
 def test_pmt_config_rejects_out_of_range(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=name):
@@ -88,12 +89,33 @@ def test_same_seed_same_output_and_different_seed_differs(images):
 @pytest.mark.parametrize("change", [dict(kernel="none"), dict(kernel="linear"), dict(kernel_length=3),
                                     dict(augment="none"), dict(augment="affine"), dict(augment="mix"),
                                     dict(init="sort"), dict(init="blur"), dict(pool=1), dict(optimizer="momentum"),
-                                    dict(schedule="cosine"), dict(match="clean")])
+                                    dict(schedule="cosine"), dict(match="clean"), dict(highpass=2.0)])
 def test_each_enhancement_changes_the_result(images, change):
     model = toy_shallow()  # two taps: multi-layer aggregation on
     base = PMTProtector(model, PMTConfig(seed=0, steps=8)).protect(images)
     other = PMTProtector(model, PMTConfig(seed=0, steps=8, **change)).protect(images)
     assert not torch.allclose(base, other)
+
+
+@pytest.mark.parametrize("optimizer", ["sign", "momentum"])
+def test_highpass_leaves_the_coarse_structure_of_the_start_image(optimizer):
+    """With ``highpass`` every update has no low-pass part, so an out-of-focus view of x~
+    stays that of x~_0 (away from the clamp and the zero-padded border), while the plain
+    update moves it by about a step per step."""
+    faces = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    blur = gaussian_kernel(3.0, 3)
+
+    def coarse_change(highpass):
+        # init_sigma small: x~ stays inside [0,1], where the clamp removes nothing
+        p = PMTProtector(toy_shallow(), PMTConfig(seed=0, steps=6, step_size=1.0, init_sigma=8.0, augment="none",
+                                                  optimizer=optimizer, highpass=highpass))
+        x0 = p.initial(faces, p.make_rng())
+        delta = smooth(p.protect(faces) - x0, blur)[..., 14:-14, 14:-14]
+        return delta.abs().mean().item() * 255
+
+    plain, kept = coarse_change(0.0), coarse_change(2.0)
+    assert plain > 1.0  # six steps of 1/255 that mostly agree in sign
+    assert kept < 0.1 * plain
 
 
 def test_pool_without_aggregation_is_refused():

@@ -66,6 +66,10 @@ class PMTConfig(ProtectorConfig):
             the matched features) is <= this, checked after every program call; 0 = off, [0, 10].
         steps_per_call: steps one step-program call runs (the host calls it
             ``ceil(steps / steps_per_call)`` times), 1..10.
+        highpass: std in pixels of a Gaussian low-pass removed from every update
+            (``x -= alpha (s - G * s)``, ``s`` the update's sign), so the steps leave the
+            image's coarse structure, what an out-of-focus eye sees, at the start image's;
+            0 = off (the paper's update), [0, 16].
         device: torch device.
     """
 
@@ -97,6 +101,8 @@ class PMTConfig(ProtectorConfig):
     stop_loss: float = param(0.0, lo=0.0, hi=10.0, help="early stop when every image's feature loss J is <= "
                                                         "this (0 = off)")
     steps_per_call: int = param(1, lo=1, hi=10, help="steps per step-program call")
+    highpass: float = param(0.0, lo=0.0, hi=16.0, help="std (pixels) of the low-pass removed from every update, "
+                                                       "so x~ keeps the start image's coarse structure (0 = off)")
     device: str = "cpu"
 
     def __post_init__(self) -> None:

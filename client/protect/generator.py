@@ -70,5 +70,4 @@ class GeneratorProtector(Protector):
 
         x = images.to(self.config.device, torch.float32)
         with torch.inference_mode():
-            delta = self.net.perturbation(x)
-        return torch.clamp(x + self.config.strength * delta, 0.0, 1.0).to(images.device)
+            return self.net.protect(x, self.config.strength).to(images.device)

@@ -38,6 +38,16 @@ def ti_kernel(kind: str, length: int, channels: int = 3) -> torch.Tensor:
     return w.expand(channels, 1, *w.shape).contiguous()
 
 
+def gaussian_kernel(sigma: float, channels: int = 3) -> torch.Tensor:
+    """Normalised Gaussian ``[C,1,2r+1,2r+1]`` with std ``sigma`` pixels, radius ``r = ceil(3 sigma)``."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma!r}")
+    r = torch.arange(-math.ceil(3 * sigma), math.ceil(3 * sigma) + 1, dtype=torch.float64)
+    w = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    w = (w / w.sum()).to(torch.float32)
+    return w.expand(channels, 1, *w.shape).contiguous()
+
+
 def smooth(grad: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
     """``W (x) grad``: depthwise 'same' convolution of the gradient (identity if no kernel)."""
     if kernel is None:

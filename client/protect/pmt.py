@@ -87,13 +87,16 @@ class PMTStep(nn.Module):
     """
 
     def __init__(self, models: Sequence[ShallowModel], pool: int, kernel: torch.Tensor | None, use_noise: bool,
-                 use_affine: bool, optimizer: str = "sign", momentum: float = 0.9, match: str = "augmented"):
+                 use_affine: bool, optimizer: str = "sign", momentum: float = 0.9, match: str = "augmented",
+                 lowpass: torch.Tensor | None = None):
         super().__init__()
         self.models = nn.ModuleList(models)
         self.pool = pool
         self.use_noise, self.use_affine = use_noise, use_affine
         self.optimizer, self.mu, self.match = optimizer, float(momentum), match
         self.register_buffer("kernel", kernel if kernel is not None else torch.empty(0), persistent=False)
+        # the low-pass whose part of each update is removed (``highpass``); empty = off
+        self.register_buffer("lowpass", lowpass if lowpass is not None else torch.empty(0), persistent=False)
 
     def augment(self, v: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.use_noise:
@@ -189,7 +192,10 @@ class PMTStep(nn.Module):
             direction = m * self.mu + grad / self._mean_all(grad.abs()).clamp_min(1e-20)
         else:
             direction = grad
-        x_next = (x_t.detach() - direction.sign() * alpha).clamp(0.0, 1.0)
+        update = direction.sign()
+        if self.lowpass.numel():
+            update = update - ops.smooth(update, self.lowpass)
+        x_next = (x_t.detach() - update * alpha).clamp(0.0, 1.0)
         return x_next, direction, loss.detach()
 
 
@@ -231,10 +237,14 @@ class PMTBase(StepProtector):
     # (match "clean") and 5 steps per program call (README, "Protection in a blink").
     _FAST = {"optimizer": "momentum", "momentum": 0.5, "schedule": "linear", "final_step": 0.1, "match": "clean",
              "steps_per_call": 5}
+    # Issue 20: high also removes each update's low-pass (std 2.5 px), so the coarse face
+    # no longer re-grows: an out-of-focus or down-scaled look at x~ shows the grey start
+    # image (README, "Readability witness"); 2.5 was chosen on the seed-0 draw over 1.5 and 5.
+    _HIGH = {"init_sigma": 150.0, "steps": 40, "step_size": 3.5, "split": "deep", "upload": "stem", **_FAST}
     PRESETS = {
         "low": {"init_sigma": 40.0, "steps": 20, "step_size": 4.0, **_FAST},
         "mid": {"init_sigma": 60.0, "steps": 25, "step_size": 3.5, **_FAST},
-        "high": {"init_sigma": 150.0, "steps": 40, "step_size": 3.5, "split": "deep", "upload": "stem", **_FAST},
+        "high": {**_HIGH, "highpass": 2.5},
     }
     # the presets before issue 21 (plain signed gradient, constant step, E_c(T(x)) every
     # step, one step per call): the ablation rows (``--sweep preset=mid,legacy-mid``)
@@ -244,7 +254,8 @@ class PMTBase(StepProtector):
         "mid": {"init_sigma": 60.0, "steps": 100, "step_size": 0.5, **_SIGN},
         "high": {"init_sigma": 150.0, "steps": 200, "step_size": 0.5, "split": "deep", "upload": "stem", **_SIGN},
     }
-    ABLATION_PRESETS = {f"legacy-{k}": v for k, v in LEGACY_PRESETS.items()}
+    # ``high-full-band``: high as it was before issue 20, every update's low-pass kept
+    ABLATION_PRESETS = {**{f"legacy-{k}": v for k, v in LEGACY_PRESETS.items()}, "high-full-band": _HIGH}
 
     def initial(self, x: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         """``x~_0``: an image with none of the face's appearance (Alg. 1 line 1)."""
@@ -358,7 +369,8 @@ class PMTProtector(PMTBase):
         kernel = None if cfg.kernel == "none" else ops.ti_kernel(cfg.kernel, cfg.kernel_length, 3)
         self.one_step = PMTStep(self.models, cfg.pool, kernel=kernel, use_noise=cfg.augment in ("noise", "mix"),
                                 use_affine=cfg.augment in ("affine", "mix"), optimizer=cfg.optimizer,
-                                momentum=cfg.momentum, match=cfg.match).to(cfg.device)
+                                momentum=cfg.momentum, match=cfg.match,
+                                lowpass=ops.gaussian_kernel(cfg.highpass, 3) if cfg.highpass else None).to(cfg.device)
         super().__init__(cfg, PMTSteps(self.one_step, cfg.steps_per_call))
 
     @staticmethod

@@ -144,8 +144,12 @@ class UNetGenerator(nn.Module):
         y = self.outc(y)
         return y[..., :h, :w] if pad_h or pad_w else y  # a no-op crop would export as a copy
 
+    def protect(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """``clamp(x + strength * U(x), 0, 1)``: the protected image (strength 1.0 = as trained)."""
+        return torch.clamp(x + strength * self.perturbation(x), 0.0, 1.0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x + self.perturbation(x), 0.0, 1.0)
+        return self.protect(x)
 
 
 def _replicate_pad(x: torch.Tensor, bottom: int, right: int) -> torch.Tensor:
