@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protect-size", type=int, default=150, help="face size of the whole-protection records")
     p.add_argument("--protect-presets", default="mid,high,legacy-mid",
                    help="PMT presets of the protect-pmt records: low, mid, high, legacy-low, legacy-mid, legacy-high "
-                        "(legacy: the settings before issue 21)")
+                        "(legacy: the settings before issue 21), high-full-band (high without highpass)")
     p.add_argument("--protect-runs", type=int, default=20, help="timed whole protections per record")
     p.add_argument("--peers", default="ort,compile",
                    help="peer runtimes in the same run: ort (forward programs), compile (pmt-step), none")
@@ -240,13 +240,11 @@ def pmt_config(args):
 
 
 def pmt_preset_config(preset: str, overrides: dict | None = None):
-    """The PMT config of a ``--protect-presets`` name (``legacy-*``: the pre-issue-21 settings)."""
+    """The PMT config of a ``--protect-presets`` name (a preset or an ablation preset:
+    ``legacy-*``, the pre-issue-21 settings; ``high-full-band``, high without ``highpass``)."""
     from photoveil.client.protect.pmt import PMTBase, PMTConfig
 
-    if preset.startswith("legacy-"):
-        values = PMTBase.LEGACY_PRESETS[preset.removeprefix("legacy-")]
-    else:
-        values = PMTBase.PRESETS[preset]
+    values = {**PMTBase.PRESETS, **PMTBase.ABLATION_PRESETS}[preset]
     return PMTConfig(**{**values, "seed": 0, **(overrides or {})})
 
 
@@ -542,7 +540,9 @@ def main(args) -> int:
         raise InvalidInput(f"--protect-size must be in 8..1024, got {args.protect_size}")
     known = (*PROGRAMS, *PROTECT, *ALIASES)
     _check_list(args.programs, "--programs", lambda s: s in known, ", ".join(PROGRAMS + PROTECT))
-    presets = ("low", "mid", "high", "legacy-low", "legacy-mid", "legacy-high")
+    from photoveil.client.protect.pmt import PMTBase
+
+    presets = (*PMTBase.PRESETS, *PMTBase.ABLATION_PRESETS)
     _check_list(args.protect_presets, "--protect-presets", lambda s: s in presets, ", ".join(presets))
     _check_list(args.peers, "--peers", lambda s: s in (*PEERS, "none"), ", ".join((*PEERS, "none")))
     _check_list(args.sizes, "--sizes", lambda s: s == "native" or (s.isdigit() and 8 <= int(s) <= 1024),

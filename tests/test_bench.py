@@ -61,3 +61,9 @@ def test_legacy_presets_are_the_settings_before_issue_21():
                                                                                          "augmented", 1)
     new = bench.pmt_preset_config("mid")
     assert new.steps * 4 <= old.steps and new.match == "clean"
+
+
+def test_high_full_band_is_high_without_highpass():
+    high, full = bench.pmt_preset_config("high"), bench.pmt_preset_config("high-full-band")
+    assert high.highpass > 0 and full.highpass == 0
+    assert {**vars(high), "highpass": 0} == vars(full)

@@ -95,8 +95,11 @@ class PMTStep(nn.Module):
         self.use_noise, self.use_affine = use_noise, use_affine
         self.optimizer, self.mu, self.match = optimizer, float(momentum), match
         self.register_buffer("kernel", kernel if kernel is not None else torch.empty(0), persistent=False)
-        # the low-pass whose part of each update is removed (``highpass``); empty = off
+        # the 1-D Gaussian (along W, and its transpose along H) whose low-pass of each update
+        # is removed (``highpass``); empty = off
         self.register_buffer("lowpass", lowpass if lowpass is not None else torch.empty(0), persistent=False)
+        self.register_buffer("lowpass_t", lowpass.transpose(-1, -2).contiguous() if lowpass is not None
+                             else torch.empty(0), persistent=False)
 
     def augment(self, v: torch.Tensor, noise: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         if self.use_noise:
@@ -194,7 +197,7 @@ class PMTStep(nn.Module):
             direction = grad
         update = direction.sign()
         if self.lowpass.numel():
-            update = update - ops.smooth(update, self.lowpass)
+            update = update - ops.separable_smooth(update, self.lowpass, self.lowpass_t)
         x_next = (x_t.detach() - update * alpha).clamp(0.0, 1.0)
         return x_next, direction, loss.detach()
 
