@@ -161,8 +161,8 @@ class GeneratorModule(L.LightningModule):
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
         """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,
-        ``w_readable_aux``); the witness is logged on every face batch, also when its weights are 0."""
-        from photoveil.readability import BLURRED, FAR, readability_term, recognizer_view
+        ``w_readable_aux``, ``w_readable_aux_blur``); the witness is logged on every face batch, also when its weights are 0."""
+        from photoveil.readability import BLURRED, DEFAULT, FAR, readability_term, recognizer_view
 
         cfg = self.config
         if cfg.w_readable == 0 and cfg.w_readable_aux == 0 and min(x.shape[-2:]) < 22:
@@ -180,12 +180,14 @@ class GeneratorModule(L.LightningModule):
         parts["readable_ssim_blur"] = blurred["readable_ssim"]
         if cfg.w_readable_blur > 0:
             parts["loss"] = parts["loss"] + cfg.w_readable_blur * blurred["term"]
-        if cfg.w_readable_aux > 0:
-            aux = self.critic("aux")
-            a_read = aux(self._critic_input(aux, recognizer_view(x_prot)))
-            cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
-            parts["loss"] = parts["loss"] + cfg.w_readable_aux * F.relu(cos - cfg.face_aux_margin).mean()
-            parts["readable_aux_cos"] = cos.mean().detach()
+        for weight, view, key in ((cfg.w_readable_aux, DEFAULT, "readable_aux_cos"),
+                                  (cfg.w_readable_aux_blur, BLURRED, "readable_blur_aux_cos")):
+            if weight > 0:
+                aux = self.critic("aux")
+                a_read = aux(self._critic_input(aux, recognizer_view(x_prot, view)))
+                cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
+                parts["loss"] = parts["loss"] + weight * F.relu(cos - cfg.face_aux_margin).mean()
+                parts[key] = cos.mean().detach()
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
