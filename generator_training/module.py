@@ -161,7 +161,8 @@ class GeneratorModule(L.LightningModule):
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
         """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,
-        ``w_readable_aux``, ``w_readable_aux_blur``); the witness is logged on every face batch, also when its weights are 0."""
+        ``w_readable_aux``, ``w_readable_aux_blur``); the witness is logged on every face batch, also
+        when its weights are 0."""
         from photoveil.readability import BLURRED, DEFAULT, FAR, readability_term, recognizer_view
 
         cfg = self.config
