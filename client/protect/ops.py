@@ -27,15 +27,19 @@ def ti_kernel(kind: str, length: int, channels: int = 3) -> torch.Tensor:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kind!r}")
     if not isinstance(length, int) or length < 1:
         raise ValueError(f"kernel length must be an int >= 1, got {length!r}")
-    r = torch.arange(-length, length + 1, dtype=torch.float64)
     if kind == "linear":
-        w1 = 1.0 - r.abs() / (length + 1)
-        w = torch.outer(w1, w1)
-    else:
-        sigma = length / math.sqrt(3.0)
-        w = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+        w1 = 1.0 - torch.arange(-length, length + 1, dtype=torch.float64).abs() / (length + 1)
+    else:  # separable: the outer product of the 1-D Gaussian is the 2-D one
+        w1 = _gaussian_1d(length, length / math.sqrt(3.0))
+    w = torch.outer(w1, w1)
     w = (w / w.sum()).to(torch.float32)
     return w.expand(channels, 1, *w.shape).contiguous()
+
+
+def _gaussian_1d(radius: int, sigma: float) -> torch.Tensor:
+    """``exp(-r^2 / (2 sigma^2))`` for ``r`` in ``-radius..radius``, float64, not normalised."""
+    r = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    return torch.exp(-(r**2) / (2 * sigma**2))
 
 
 def gaussian_kernel(sigma: float, channels: int = 3) -> torch.Tensor:
@@ -43,8 +47,7 @@ def gaussian_kernel(sigma: float, channels: int = 3) -> torch.Tensor:
     for :func:`separable_smooth`."""
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma!r}")
-    r = torch.arange(-math.ceil(3 * sigma), math.ceil(3 * sigma) + 1, dtype=torch.float64)
-    w = torch.exp(-(r**2) / (2 * sigma**2))
+    w = _gaussian_1d(math.ceil(3 * sigma), sigma)
     w = (w / w.sum()).to(torch.float32)
     return w.expand(channels, 1, 1, w.numel()).contiguous()
 
