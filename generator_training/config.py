@@ -45,6 +45,11 @@ class GeneratorTrainConfig:
     aux_ce_cap: float | None = 5.0  # per-image cap on the aux CE before negation, so -CE cannot
     #                                 run to -inf and swamp the other terms; None = paper (unbounded)
     face_aux_margin: float = 0.0  # face task: aux cosine(x, x') is pushed down to this value only
+    w_target_centred: float = 0.0  # face task: + w_target_centred * (1 - cos(T(x') - mu, T(x) - mu)),
+    #                                mu = running mean of the unit clean target embeddings: face-api's
+    #                                descriptors of different people share cosine ~0.9, so a plain
+    #                                cosine of 0.98 still lets the off-mean part, which tells people
+    #                                apart, turn far (round t1: centred cosine 0.76); 0 = off (paper)
     aux_rescale: float = 0.0  # training only: aux sees x' first down-scaled by a random factor in
     #                           [1 - aux_rescale, 1] and back (input diversity, Xie et al. CVPR'19),
     #                           so what fools it must survive resampling; 0 = off (paper)
@@ -96,12 +101,14 @@ class GeneratorTrainConfig:
         check(1 <= self.depth <= 6, f"depth must be in [1, 6], got {self.depth}")
         check(self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}")
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
-        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_readable",
-                     "w_readable_far", "w_readable_blur", "w_readable_aux", "w_readable_aux_blur"):
+        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred",
+                     "w_readable", "w_readable_far", "w_readable_blur", "w_readable_aux", "w_readable_aux_blur"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
         check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")
         check(self.face_aux_margin < 1, f"face_aux_margin must be in [0, 1), got {self.face_aux_margin}")
+        check(self.w_target_centred == 0 or self.task == "face",
+              f"w_target_centred needs the face task (embeddings), got task {self.task!r}")
         check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
         check(self.lr_schedule in LR_SCHEDULES,
               f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")

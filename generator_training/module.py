@@ -113,6 +113,7 @@ class GeneratorModule(L.LightningModule):
             aux = load_critic(config, config.aux)
         # A plain dict, not nn.ModuleDict: keeps the critics out of state_dict/.train()/DDP.
         self._critics = {"target": freeze(target), "aux": freeze(aux) if aux is not None else None}
+        self.target_mean: torch.Tensor | None = None  # face task: running mean of unit clean T(x)
 
     def critic(self, role: str) -> nn.Module | None:
         model = self._critics[role]
@@ -148,7 +149,9 @@ class GeneratorModule(L.LightningModule):
                 a_clean = aux(self._critic_input(aux, x)) if aux is not None else None
             t_prot = target(self._critic_input(target, x_prot))
             a_prot = aux(self._critic_input(aux, x_aux)) if aux is not None else None
-            parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin, **weights)
+            parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin,
+                              target_mean=self._update_target_mean(t_clean),
+                              w_target_centred=cfg.w_target_centred, **weights)
             self._add_readability(parts, x, x_prot, a_clean)
         else:
             t_logits = target(x_prot)
@@ -158,6 +161,20 @@ class GeneratorModule(L.LightningModule):
             if a_logits is not None:
                 parts["aux_acc"] = (a_logits.argmax(1) == y).float().mean()
         return parts, x_prot
+
+    @torch.no_grad()
+    def _update_target_mean(self, t_clean: torch.Tensor) -> torch.Tensor:
+        """The mean face for the centred target term: an exponential moving average (decay 0.99,
+        ~100 batches) of the batch means of unit clean embeddings, updated in training only;
+        the batch's own mean until the first training step."""
+        batch_mean = F.normalize(t_clean.float(), dim=1).mean(0)
+        if self.target_mean is None:
+            if not self.training:
+                return batch_mean
+            self.target_mean = batch_mean
+        elif self.training:
+            self.target_mean = 0.99 * self.target_mean.to(batch_mean.device) + 0.01 * batch_mean
+        return self.target_mean
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
         """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,

@@ -13,7 +13,7 @@ from photoveil.errors import InvalidInput
 from photoveil.generator_training import matrix as matrix_mod
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.datamodule import GeneratorDataModule, seeded_subset
-from photoveil.generator_training.losses import classification_loss, similarity_term
+from photoveil.generator_training.losses import classification_loss, face_loss, similarity_term
 from photoveil.generator_training.module import GeneratorModule, cosine_with_warmup
 from photoveil.generator_training.train import train
 from photoveil.nets.unet import load_generator
@@ -139,6 +139,82 @@ def test_face_variant_keeps_target_embedding_and_pushes_aux():
     assert {"target_cos", "aux_cos", "ssim"} <= set(parts1)
     assert parts1["loss"] < parts0["loss"]
     assert parts1["aux_cos"] < parts0["aux_cos"]
+
+
+def test_centred_target_term_sees_the_identity_part_turn():
+    """Embeddings of different people that share most of their direction (face-api's: cosine
+    ~0.9). A shrink toward the mean face and a turn of the off-mean part cost the same plain
+    cosine; only the turn changes which gallery face is nearest, and only the centred term
+    tells the two apart."""
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(0)
+    m = torch.zeros(64)
+    m[0] = 1.0
+    u = torch.randn(16, 64, generator=g)
+    u[:, 0] = 0
+    u = F.normalize(u, dim=1)                       # each person's off-mean direction
+    clean = F.normalize(3 * m + u, dim=1)
+    mu = clean.mean(0)
+    shrunk = F.normalize(clean + 0.4 * m, dim=1)    # toward the mean: the off-mean part keeps its direction
+    plain = F.cosine_similarity(shrunk, clean, dim=1)
+    side = torch.randn(16, 64, generator=g)
+    side[:, 0] = 0                                  # within the off-mean subspace ...
+    side = F.normalize(side - (side * u).sum(1, keepdim=True) * u, dim=1)  # ... and orthogonal to u
+    turned = plain[:, None] * clean + (1 - plain[:, None] ** 2).sqrt() * side  # same plain cosine
+    x = torch.rand(16, 3, 16, 16)
+    out = {name: face_loss(x, x, clean, e, None, None, w_target=1.0, w_ssim=0.0, target_mean=mu,
+                           w_target_centred=2.0)
+           for name, e in (("shrunk", shrunk), ("turned", turned), ("same", clean))}
+    assert abs(out["shrunk"]["target_cos"] - out["turned"]["target_cos"]) < 1e-4
+    assert 1 - out["turned"]["target_centred_cos"] > 3 * (1 - out["shrunk"]["target_centred_cos"])
+    assert out["same"]["target_centred_cos"] == pytest.approx(1.0, abs=1e-5)
+    plain_only = face_loss(x, x, clean, turned, None, None, w_target=1.0, w_ssim=0.0)
+    assert "target_centred_cos" not in plain_only
+    assert out["turned"]["loss"] == pytest.approx(
+        plain_only["loss"] + 2.0 * (1 - out["turned"]["target_centred_cos"]), abs=1e-5)
+
+
+class OffsetStandIn(nn.Module):
+    """A face stand-in whose embeddings share a large common direction, as face-api's do."""
+
+    def __init__(self, seed: int, size: int):
+        super().__init__()
+        self.inner = FaceStandIn(seed, size)
+        self.spec = self.inner.spec
+        self.register_buffer("offset", torch.full((16,), 3.0))
+
+    def forward(self, x):
+        e = torch.nn.functional.normalize(self.inner(x), dim=1)
+        return e + self.offset
+
+
+def test_mean_face_is_a_training_moving_average_and_the_centred_term_is_trained():
+    cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a", aux=None,
+                      w_target_centred=5.0)
+    module = GeneratorModule(cfg, target=OffsetStandIn(1, 24))
+    x = torch.rand(8, 3, 24, 24)
+    module.eval()
+    parts, _ = module.compute_loss(x, None)
+    assert module.target_mean is None and "target_centred_cos" in parts  # eval: the batch's own mean
+    module.train()
+    module.compute_loss(x, None)
+    first = module.target_mean.clone()
+    with torch.no_grad():
+        batch_mean = torch.nn.functional.normalize(module.critic("target")(x[:4]), dim=1).mean(0)
+    module.compute_loss(x[:4], None)
+    assert torch.allclose(module.target_mean, 0.99 * first + 0.01 * batch_mean, atol=1e-6)
+    final = {}
+    for w in (0.0, 5.0):  # the centred term holds the off-mean part better than the plain one alone
+        torch.manual_seed(0)
+        module = GeneratorModule(tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a",
+                                             aux=None, w_target_centred=w, w_ssim=1.0), target=OffsetStandIn(1, 24))
+        opt = module.configure_optimizers()
+        for _ in range(10):
+            opt.zero_grad()
+            module.compute_loss(x, None)[0]["loss"].backward()
+            opt.step()
+        final[w] = module.compute_loss(x, None)[0]["target_centred_cos"].item()
+    assert final[5.0] > final[0.0] + 0.05, final
 
 
 def test_training_step_augments_with_the_configured_shift(monkeypatch):
@@ -296,3 +372,17 @@ def test_aux_rescale_reaches_only_the_training_aux():
     assert aux.seen[-1].shape == x_prot.shape
     _, x_prot = module.compute_loss(x, y)
     assert torch.equal(aux.seen[-1], x_prot.detach())
+
+
+def test_centred_target_weight_validates_and_reaches_the_cli():
+    from photoveil.cli import build_parser
+    from photoveil.generator_training.cli import _config
+
+    with pytest.raises(ValueError, match="w_target_centred must be >= 0"):
+        tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, w_target_centred=-1)
+    with pytest.raises(ValueError, match="w_target_centred needs the face task"):
+        tiny_config(w_target_centred=1.0)
+    args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
+                                      "--aux", "mobileface", "--out", "x", "--w-target-centred", "12"])
+    assert _config(args, args.target, args.aux).w_target_centred == 12.0
+    assert build_parser().parse_args(["generator", "train", "--target", "a", "--out", "x"]).w_target_centred == 0.0
