@@ -165,16 +165,13 @@ class GeneratorModule(L.LightningModule):
     @torch.no_grad()
     def _update_target_mean(self, t_clean: torch.Tensor) -> torch.Tensor:
         """The mean face for the centred target term: an exponential moving average (decay 0.99,
-        ~100 batches) of the batch means of unit clean embeddings, updated in training only;
-        the batch's own mean until the first training step."""
+        ~100 batches) of the batch means of unit clean embeddings, updated in training only (not
+        checkpointed: a resumed run rebuilds it); the batch's own mean until the first training step."""
         batch_mean = F.normalize(t_clean.float(), dim=1).mean(0)
-        if self.target_mean is None:
-            if not self.training:
-                return batch_mean
-            self.target_mean = batch_mean
-        elif self.training:
-            self.target_mean = 0.99 * self.target_mean.to(batch_mean.device) + 0.01 * batch_mean
-        return self.target_mean
+        if self.training:
+            self.target_mean = batch_mean if self.target_mean is None else \
+                0.99 * self.target_mean.to(batch_mean.device) + 0.01 * batch_mean
+        return batch_mean if self.target_mean is None else self.target_mean.to(batch_mean.device)
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
         """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,
