@@ -54,6 +54,18 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def critic_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` resized (bilinear) to a face net's ``spec.input_size``; unchanged for other critics
+    or when it already has that size."""
+    size = getattr(getattr(model, "spec", None), "input_size", None)  # face nets: FaceNet.spec, (H, W)
+    if size is None:
+        return x
+    hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    if tuple(x.shape[-2:]) != hw:
+        x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
+    return x
+
+
 def random_rescale(x: torch.Tensor, min_scale: float) -> torch.Tensor:
     """``x`` down-scaled by one random factor in ``[min_scale, 1)`` and back up: the evaluation's
     ``rescale`` robustness transform, at a random factor."""
@@ -125,15 +137,6 @@ class GeneratorModule(L.LightningModule):
         return self.generator(x)
 
     # -- loss --------------------------------------------------------------------------------
-    def _critic_input(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        size = getattr(getattr(model, "spec", None), "input_size", None)  # face nets: FaceNet.spec, (H, W)
-        if size is None:
-            return x
-        hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
-        if tuple(x.shape[-2:]) != hw:
-            x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
-        return x
-
     def compute_loss(self, x: torch.Tensor, y: torch.Tensor,
                      diversify: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """(loss parts, protected images) for a batch; see :mod:`.losses` for the terms.
@@ -145,10 +148,10 @@ class GeneratorModule(L.LightningModule):
         weights = dict(w_target=cfg.w_target, w_aux=cfg.w_aux, w_ssim=cfg.w_ssim, ssim_mode=cfg.ssim_mode)
         if cfg.task == "face":
             with torch.no_grad():
-                t_clean = target(self._critic_input(target, x))
-                a_clean = aux(self._critic_input(aux, x)) if aux is not None else None
-            t_prot = target(self._critic_input(target, x_prot))
-            a_prot = aux(self._critic_input(aux, x_aux)) if aux is not None else None
+                t_clean = target(critic_input(target, x))
+                a_clean = aux(critic_input(aux, x)) if aux is not None else None
+            t_prot = target(critic_input(target, x_prot))
+            a_prot = aux(critic_input(aux, x_aux)) if aux is not None else None
             parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin,
                               target_mean=self._update_target_mean(t_clean),
                               w_target_centred=cfg.w_target_centred, **weights)
@@ -199,7 +202,7 @@ class GeneratorModule(L.LightningModule):
                                   (cfg.w_readable_aux_blur, BLURRED, "readable_blur_aux_cos")):
             if weight > 0:
                 aux = self.critic("aux")
-                a_read = aux(self._critic_input(aux, recognizer_view(x_prot, view)))
+                a_read = aux(critic_input(aux, recognizer_view(x_prot, view)))
                 cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
                 parts["loss"] = parts["loss"] + weight * F.relu(cos - cfg.face_aux_margin).mean()
                 parts[key] = cos.mean().detach()

@@ -342,14 +342,14 @@ def test_cli_loss_weights_reach_the_config_and_are_validated():
 def test_face_critic_input_is_resized_to_the_spec(size):
     from types import SimpleNamespace
 
-    from photoveil.generator_training.module import GeneratorModule
+    from photoveil.generator_training.module import critic_input
 
     critic = SimpleNamespace(spec=SimpleNamespace(input_size=size))
     x = torch.rand(2, 3, 32, 32)
-    out = GeneratorModule._critic_input(None, critic, x)
+    out = critic_input(critic, x)
     assert tuple(out.shape[-2:]) == ((size, size) if isinstance(size, int) else size)
     same = torch.rand(2, 3, *out.shape[-2:])
-    assert GeneratorModule._critic_input(None, critic, same) is same
+    assert critic_input(critic, same) is same
 
 
 def test_aux_rescale_reaches_only_the_training_aux():

@@ -50,7 +50,7 @@ def main(argv=None) -> None:
 
     from photoveil.generator_training.config import GeneratorTrainConfig
     from photoveil.generator_training.datamodule import load_face_splits
-    from photoveil.generator_training.module import freeze, load_critic
+    from photoveil.generator_training.module import critic_input, freeze, load_critic
 
     cfg = GeneratorTrainConfig(task="face", dataset="lfw", in_channels=3, target=args.target, aux=None,
                                val_size=args.val_size, image_size=args.image_size)
@@ -58,11 +58,9 @@ def main(argv=None) -> None:
     x = torch.stack([val[i][0] for i in range(len(val))])
     y = torch.tensor([int(val[i][1]) for i in range(len(val))])
     target = freeze(load_critic(cfg, args.target))
-    size = target.spec.input_size
-    hw = (size, size) if isinstance(size, int) else tuple(size)
 
     def embed(images):
-        return F.normalize(target(F.interpolate(images, size=hw, mode="bilinear", align_corners=False)).float(), dim=1)
+        return F.normalize(target(critic_input(target, images)).float(), dim=1)
 
     results = {c: drift(c, x, y, embed) for c in args.checkpoints}
     keys = list(next(iter(results.values())))
