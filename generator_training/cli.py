@@ -53,6 +53,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-target-centred", type=float, default=C.w_target_centred,
                    help="face task: weight of the target term on embeddings centred on the mean face "
                         f"(1 - cosine) [{C.w_target_centred}]")
+    p.add_argument("--w-target-rank", type=float, default=C.w_target_rank,
+                   help="face task: weight of the ranking term, each protected face nearer its own clean face "
+                        f"than the batch's other people on the target [{C.w_target_rank}]")
     p.add_argument("--w-readable-aux-blur", type=float, default=C.w_readable_aux_blur,
                    help=f"weight of the aux recognizer on the out-of-focus view [{C.w_readable_aux_blur}]")
     p.add_argument("--init-from", default=C.init_from,
@@ -128,6 +131,7 @@ def _config(args, target: str, aux: str | None):
             aux_rescale=args.aux_rescale, w_readable=args.w_readable, w_readable_far=args.w_readable_far,
             w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             w_readable_aux_blur=args.w_readable_aux_blur, w_target_centred=args.w_target_centred,
+            w_target_rank=args.w_target_rank,
             init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:

@@ -50,6 +50,9 @@ class GeneratorTrainConfig:
     #                                descriptors of different people share cosine ~0.9, so a plain
     #                                cosine of 0.98 still lets the off-mean part, which tells people
     #                                apart, turn far (round t1: centred cosine 0.76); 0 = off (paper)
+    w_target_rank: float = 0.0  # face task: + w_target_rank * CE of each protected face picking its own
+    #                             clean face among the batch's by centred cosine (losses.ranking_term):
+    #                             the margin the provider's gallery match needs; 0 = off (paper)
     aux_rescale: float = 0.0  # training only: aux sees x' first down-scaled by a random factor in
     #                           [1 - aux_rescale, 1] and back (input diversity, Xie et al. CVPR'19),
     #                           so what fools it must survive resampling; 0 = off (paper)
@@ -101,14 +104,15 @@ class GeneratorTrainConfig:
         check(1 <= self.depth <= 6, f"depth must be in [1, 6], got {self.depth}")
         check(self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}")
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
-        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred",
+        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred", "w_target_rank",
                      "w_readable", "w_readable_far", "w_readable_blur", "w_readable_aux", "w_readable_aux_blur"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
         check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")
         check(self.face_aux_margin < 1, f"face_aux_margin must be in [0, 1), got {self.face_aux_margin}")
-        check(self.w_target_centred == 0 or self.task == "face",
-              f"w_target_centred needs the face task (embeddings), got task {self.task!r}")
+        for name in ("w_target_centred", "w_target_rank"):
+            check(getattr(self, name) == 0 or self.task == "face",
+                  f"{name} needs the face task (embeddings), got task {self.task!r}")
         check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
         check(self.lr_schedule in LR_SCHEDULES,
               f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")

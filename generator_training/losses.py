@@ -25,6 +25,10 @@ until orthogonal to the clean one (cosine is bounded, so no cap is needed). With
 ``w_tc * (1 - cos(T(x') - mu, T(x) - mu))`` is added: what tells people apart is the part of an
 embedding off the mean face, and where every face shares most of its direction (face-api's
 descriptors: cosine ~0.9 between people) that part can turn far at little cost in plain cosine.
+With ``labels`` as well, the ranking term ``w_tr * CE(RANK_SCALE * C, arange(N))`` is added,
+``C[i, j]`` the centred cosine of ``T(x'_i)`` to ``T(x_j)``: each protected face must stay nearer
+its own clean face than the batch's other people (columns of the same identity are left out),
+which is what the provider's gallery match needs — a margin, not every direction kept.
 
 Shapes: images ``[N, C, H, W]`` in [0, 1] with H, W >= 11; logits ``[N, K]``; labels ``[N]``;
 embeddings ``[N, D]``. Every function returns a dict of scalar tensors with ``loss`` and
@@ -35,6 +39,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
+
+# logit scale of the ranking term: centred cosines run ~0.75 (same face) vs ~0 (other people),
+# so a scale of 10 leaves well-separated faces near zero loss and puts the gradient on the close ones
+RANK_SCALE = 10.0
 
 
 def ssim_per_image(x: torch.Tensor, x_prot: torch.Tensor) -> torch.Tensor:
@@ -91,22 +99,41 @@ def face_loss(
     ssim_mode: str = "abs",
     target_mean: torch.Tensor | None = None,
     w_target_centred: float = 0.0,
+    labels: torch.Tensor | None = None,
+    w_target_rank: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Identity-preserving (target) / identity-removing (aux) loss on embeddings [N, D];
-    ``target_mean [D]`` adds (and logs) the centred target term."""
+    ``target_mean [D]`` adds (and logs) the centred target term, and with ``labels [N]`` the
+    ranking term."""
     t_cos = F.cosine_similarity(target_prot.float(), target_clean.float().detach(), dim=1).mean()
     sim, abs_ssim = similarity_term(x, x_prot, ssim_mode)
     loss = w_target * (1.0 - t_cos) + w_ssim * sim
     out = {"target_cos": t_cos.detach(), "ssim": abs_ssim}
     if target_mean is not None:
         mu = target_mean.float().detach()
-        c_cos = F.cosine_similarity(F.normalize(target_prot.float(), dim=1) - mu,
-                                    F.normalize(target_clean.float().detach(), dim=1) - mu, dim=1).mean()
+        prot_c = F.normalize(F.normalize(target_prot.float(), dim=1) - mu, dim=1)
+        clean_c = F.normalize(F.normalize(target_clean.float().detach(), dim=1) - mu, dim=1)
+        c_cos = (prot_c * clean_c).sum(1).mean()
         loss = loss + w_target_centred * (1.0 - c_cos)
         out["target_centred_cos"] = c_cos.detach()
+        if labels is not None:
+            rank_ce, rank_top1 = ranking_term(prot_c, clean_c, labels)
+            loss = loss + w_target_rank * rank_ce
+            out["target_rank_ce"], out["target_rank_top1"] = rank_ce.detach(), rank_top1
     if aux_prot is not None:
         a_cos = F.cosine_similarity(aux_prot.float(), aux_clean.float().detach(), dim=1)
         loss = loss + w_aux * F.relu(a_cos - aux_margin).mean()
         out["aux_cos"] = a_cos.mean().detach()
     out["loss"] = loss
     return out
+
+
+def ranking_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cross-entropy, top-1) of each protected embedding ``prot [N, D]`` picking its own clean
+    one among ``clean [N, D]`` (unit, centred) by cosine; other images of the same identity
+    (``labels [N]``) are not counted as negatives."""
+    logits = RANK_SCALE * prot @ clean.T
+    own = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    logits = logits.masked_fill((labels[:, None] == labels[None, :]) & ~own, float("-inf"))
+    target = torch.arange(len(labels), device=labels.device)
+    return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean().detach()

@@ -154,7 +154,8 @@ class GeneratorModule(L.LightningModule):
             a_prot = aux(critic_input(aux, x_aux)) if aux is not None else None
             parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin,
                               target_mean=self._update_target_mean(t_clean),
-                              w_target_centred=cfg.w_target_centred, **weights)
+                              w_target_centred=cfg.w_target_centred, labels=y,
+                              w_target_rank=cfg.w_target_rank, **weights)
             self._add_readability(parts, x, x_prot, a_clean)
         else:
             t_logits = target(x_prot)

@@ -13,7 +13,7 @@ from photoveil.errors import InvalidInput
 from photoveil.generator_training import matrix as matrix_mod
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.datamodule import GeneratorDataModule, seeded_subset
-from photoveil.generator_training.losses import classification_loss, face_loss, similarity_term
+from photoveil.generator_training.losses import classification_loss, face_loss, ranking_term, similarity_term
 from photoveil.generator_training.module import GeneratorModule, cosine_with_warmup
 from photoveil.generator_training.train import train
 from photoveil.nets.unet import load_generator
@@ -374,15 +374,57 @@ def test_aux_rescale_reaches_only_the_training_aux():
     assert torch.equal(aux.seen[-1], x_prot.detach())
 
 
-def test_centred_target_weight_validates_and_reaches_the_cli():
+@pytest.mark.parametrize("name", ["w_target_centred", "w_target_rank"])
+def test_target_embedding_weights_validate_and_reach_the_cli(name):
     from photoveil.cli import build_parser
     from photoveil.generator_training.cli import _config
 
-    with pytest.raises(ValueError, match="w_target_centred must be >= 0"):
-        tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, w_target_centred=-1)
-    with pytest.raises(ValueError, match="w_target_centred needs the face task"):
-        tiny_config(w_target_centred=1.0)
+    with pytest.raises(ValueError, match=f"{name} must be >= 0"):
+        tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, **{name: -1})
+    with pytest.raises(ValueError, match=f"{name} needs the face task"):
+        tiny_config(**{name: 1.0})
+    flag = "--" + name.replace("_", "-")
     args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
-                                      "--aux", "mobileface", "--out", "x", "--w-target-centred", "12"])
-    assert _config(args, args.target, args.aux).w_target_centred == 12.0
-    assert build_parser().parse_args(["generator", "train", "--target", "a", "--out", "x"]).w_target_centred == 0.0
+                                      "--aux", "mobileface", "--out", "x", flag, "12"])
+    assert getattr(_config(args, args.target, args.aux), name) == 12.0
+    assert getattr(build_parser().parse_args(["generator", "train", "--target", "a", "--out", "x"]), name) == 0.0
+
+
+def test_ranking_term_scores_the_gallery_match_and_skips_the_same_identity():
+    F = torch.nn.functional
+    clean = F.normalize(torch.randn(8, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 6, 0])          # faces 0 and 7: the same person
+    ce, top1 = ranking_term(clean, clean, labels)
+    assert top1 == 1.0 and ce < 0.05
+    swapped = clean[[1, 0, 2, 3, 4, 5, 6, 7]]                 # 0 and 1 now look like each other
+    ce_swapped, top1_swapped = ranking_term(swapped, clean, labels)
+    assert top1_swapped == pytest.approx(6 / 8) and ce_swapped > ce + 1.0
+    like_sibling = clean[[7, 1, 2, 3, 4, 5, 6, 0]]            # like another photo of the same person
+    _, top1_sibling = ranking_term(like_sibling, clean, labels)
+    assert top1_sibling == 1.0  # not a wrong match: the sibling column is no negative
+    x = torch.rand(8, 3, 16, 16)
+    mu = clean.mean(0)
+    base = face_loss(x, x, clean, swapped, None, None, w_ssim=0.0, target_mean=mu)
+    ranked = face_loss(x, x, clean, swapped, None, None, w_ssim=0.0, target_mean=mu, labels=labels, w_target_rank=3.0)
+    assert "target_rank_ce" not in base
+    assert ranked["loss"] == pytest.approx(base["loss"] + 3.0 * ranked["target_rank_ce"], abs=1e-5)
+    assert ranked["target_rank_top1"] == pytest.approx(6 / 8)
+
+
+def test_ranking_term_is_trained_on_the_batch_labels():
+    x = torch.rand(8, 3, 24, 24)
+    y = torch.arange(8)
+    final = {}
+    for w in (0.0, 5.0):
+        torch.manual_seed(0)
+        module = GeneratorModule(tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a",
+                                             aux=None, w_target=0.0, w_target_rank=w, w_ssim=1.0),
+                                 target=OffsetStandIn(1, 24))
+        module.train()
+        opt = module.configure_optimizers()
+        for _ in range(10):
+            opt.zero_grad()
+            module.compute_loss(x, y)[0]["loss"].backward()
+            opt.step()
+        final[w] = module.compute_loss(x, y)[0]["target_rank_ce"].item()
+    assert final[5.0] < final[0.0] - 0.1, final
