@@ -104,8 +104,9 @@ class GeneratorTrainConfig:
         check(1 <= self.depth <= 6, f"depth must be in [1, 6], got {self.depth}")
         check(self.in_channels in (1, 3), f"in_channels must be 1 or 3, got {self.in_channels}")
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
-        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred", "w_target_rank",
-                     "w_readable", "w_readable_far", "w_readable_blur", "w_readable_aux", "w_readable_aux_blur"):
+        for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred",
+                     "w_target_rank", "w_readable", "w_readable_far", "w_readable_blur", "w_readable_aux",
+                     "w_readable_aux_blur"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
         check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")

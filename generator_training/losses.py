@@ -13,7 +13,8 @@ can keep lowering the loss by making aux ever more confidently wrong, at the exp
 target accuracy; past the cap an image contributes no aux gradient. ``cap=None`` is the
 paper's unbounded loss.
 
-Face variant (no identity labels needed, so the generator never has to know who is in
+Face variant (no identity labels needed — the ranking term below uses them only to leave other
+photos of the same person out of its negatives — so the generator never has to know who is in
 the picture)::
 
     L = w_t * (1 - cos(T(x'), T(x))) + w_aux * relu(cos(A(x'), A(x)) - margin) + w_ssim * S(x, x')
