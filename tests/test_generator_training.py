@@ -188,6 +188,16 @@ class OffsetStandIn(nn.Module):
         return e + self.offset
 
 
+def _after_steps(module: GeneratorModule, x: torch.Tensor, y, steps: int = 10) -> dict:
+    """``module``'s loss parts on ``(x, y)`` after ``steps`` optimizer steps on that one batch."""
+    opt = module.configure_optimizers()
+    for _ in range(steps):
+        opt.zero_grad()
+        module.compute_loss(x, y)[0]["loss"].backward()
+        opt.step()
+    return module.compute_loss(x, y)[0]
+
+
 def test_mean_face_is_a_training_moving_average_and_the_centred_term_is_trained():
     cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a", aux=None,
                       w_target_centred=5.0)
@@ -208,12 +218,7 @@ def test_mean_face_is_a_training_moving_average_and_the_centred_term_is_trained(
         torch.manual_seed(0)
         module = GeneratorModule(tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a",
                                              aux=None, w_target_centred=w, w_ssim=1.0), target=OffsetStandIn(1, 24))
-        opt = module.configure_optimizers()
-        for _ in range(10):
-            opt.zero_grad()
-            module.compute_loss(x, None)[0]["loss"].backward()
-            opt.step()
-        final[w] = module.compute_loss(x, None)[0]["target_centred_cos"].item()
+        final[w] = _after_steps(module, x, None)["target_centred_cos"].item()
     assert final[5.0] > final[0.0] + 0.05, final
 
 
@@ -420,11 +425,5 @@ def test_ranking_term_is_trained_on_the_batch_labels():
         module = GeneratorModule(tiny_config(task="face", dataset="lfw", in_channels=3, image_size=24, target="a",
                                              aux=None, w_target=0.0, w_target_rank=w, w_ssim=1.0),
                                  target=OffsetStandIn(1, 24))
-        module.train()
-        opt = module.configure_optimizers()
-        for _ in range(10):
-            opt.zero_grad()
-            module.compute_loss(x, y)[0]["loss"].backward()
-            opt.step()
-        final[w] = module.compute_loss(x, y)[0]["target_rank_ce"].item()
+        final[w] = _after_steps(module, x, y)["target_rank_ce"].item()
     assert final[5.0] < final[0.0] - 0.1, final

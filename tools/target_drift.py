@@ -26,17 +26,16 @@ import torch.nn.functional as F
 RIDGE = 1e-2  # the adapter's ridge penalty (unit embeddings; 1e-3 to 1e-1 give the same within 0.003)
 
 
-def embed_pairs(net, embed, ds, batch: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(clean, protected) unit target embeddings and labels of every face of ``ds``."""
-    e, ep, y = [], [], []
-    for i in range(0, len(ds), batch):
-        items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
-        x = torch.stack([f for f, _ in items])
-        y += [int(label) for _, label in items]
-        with torch.no_grad():
-            e.append(embed(x))
-            ep.append(embed(net.protect(x, 1.0)))
-    return torch.cat(e), torch.cat(ep), torch.tensor(y)
+def load_faces(ds) -> tuple[torch.Tensor, torch.Tensor]:
+    """(faces [N, 3, H, W], labels [N]) of every item of ``ds``."""
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([f for f, _ in items]), torch.tensor([int(label) for _, label in items])
+
+
+@torch.no_grad()
+def embed_all(embed, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """``embed`` of ``x`` in batches of ``batch``."""
+    return torch.cat([embed(x[i:i + batch]) for i in range(0, len(x), batch)])
 
 
 def fit_adapter(ep: torch.Tensor, e: torch.Tensor):
@@ -86,29 +85,33 @@ def main(argv=None) -> None:
     cfg = GeneratorTrainConfig(task="face", dataset="lfw", in_channels=3, target=args.target, aux=None,
                                image_size=args.image_size)
     fit, _, held_out = load_face_splits(cfg)
-    faces = seeded_subset(held_out, min(args.faces, len(held_out)), args.seed)
-    adapter_faces = seeded_subset(fit, min(args.adapter_faces, len(fit)), args.seed) if args.adapter_faces else None
+    x, y = load_faces(seeded_subset(held_out, min(args.faces, len(held_out)), args.seed))
+    x_fit = load_faces(seeded_subset(fit, min(args.adapter_faces, len(fit)), args.seed))[0] \
+        if args.adapter_faces else None
     target = freeze(load_critic(cfg, args.target))
 
     def embed(images):
         return F.normalize(target(critic_input(target, images)).float(), dim=1)
 
+    e = embed_all(embed, x)  # the clean embeddings do not depend on the generator: once
+    e_fit = embed_all(embed, x_fit) if x_fit is not None else None
     results = {}
     for c in args.checkpoints:
         net, _ = load_generator(resolve_generator_path(c))
         net.eval()
-        adapter = None
-        if adapter_faces:
-            e_fit, ep_fit, _ = embed_pairs(net, embed, adapter_faces)
-            adapter = fit_adapter(ep_fit, e_fit)
-        results[c] = drift(*embed_pairs(net, embed, faces), adapter=adapter)
+
+        def embed_protected(images, net=net):
+            return embed(net.protect(images, 1.0))
+
+        adapter = fit_adapter(embed_all(embed_protected, x_fit), e_fit) if x_fit is not None else None
+        results[c] = drift(e, embed_all(embed_protected, x), y, adapter=adapter)
     keys = list(next(iter(results.values())))
     print("| checkpoint | " + " | ".join(keys) + " |")
     print("|---|" + "---|" * len(keys))
     for c, r in results.items():
         print(f"| {c} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
     if args.out:
-        args.out.write_text(json.dumps({"faces": len(faces), "adapter_faces": len(adapter_faces or []),
+        args.out.write_text(json.dumps({"faces": len(x), "adapter_faces": 0 if x_fit is None else len(x_fit),
                                         "target": args.target, "seed": args.seed, "results": results}, indent=2))
 
 
