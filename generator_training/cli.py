@@ -58,6 +58,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         f"than the batch's other people on the target [{C.w_target_rank}]")
     p.add_argument("--w-readable-aux-blur", type=float, default=C.w_readable_aux_blur,
                    help=f"weight of the aux recognizer on the out-of-focus view [{C.w_readable_aux_blur}]")
+    p.add_argument("--w-readable-aux-gap", type=float, default=C.w_readable_aux_gap,
+                   help="weight of the aux recognizer's gallery gap on the median and out-of-focus views: own "
+                        f"clean face no nearer than the batch's other people [{C.w_readable_aux_gap}]")
     p.add_argument("--init-from", default=C.init_from,
                    help="fine-tune from this generator checkpoint (shipped name or path) [random init]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
@@ -131,7 +134,7 @@ def _config(args, target: str, aux: str | None):
             aux_rescale=args.aux_rescale, w_readable=args.w_readable, w_readable_far=args.w_readable_far,
             w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             w_readable_aux_blur=args.w_readable_aux_blur, w_target_centred=args.w_target_centred,
-            w_target_rank=args.w_target_rank,
+            w_target_rank=args.w_target_rank, w_readable_aux_gap=args.w_readable_aux_gap,
             init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:

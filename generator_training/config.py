@@ -70,6 +70,10 @@ class GeneratorTrainConfig:
     #                              recognizer run on the normalised protected image must not match
     w_readable_aux_blur: float = 0.0  # + the same aux term on the out-of-focus view (readability.BLURRED):
     #                                   without it the aux still names 0.18-0.27 of faces out of focus
+    w_readable_aux_gap: float = 0.0  # + w * relu(cos A(V(x'_i), x_i) - mean over the batch's other people
+    #                                  of cos A(V(x'_i), x_j)) in the median and out-of-focus views V
+    #                                  (losses.gap_term): the aux must not find the face in a gallery,
+    #                                  where the two terms above only lower the cosine itself
     init_from: str | None = None  # start from this generator checkpoint (shipped name or path; same
     #                               width/depth) instead of random weights: fine-tuning
 
@@ -106,7 +110,7 @@ class GeneratorTrainConfig:
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
         for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred",
                      "w_target_rank", "w_readable", "w_readable_far", "w_readable_blur", "w_readable_aux",
-                     "w_readable_aux_blur"):
+                     "w_readable_aux_blur", "w_readable_aux_gap"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
         check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")
@@ -128,20 +132,21 @@ class GeneratorTrainConfig:
               f"precision must be auto, 32, 16-mixed or bf16-mixed, got {self.precision!r}")
         check(self.aux != self.target, f"aux must differ from target ({self.target!r})")
         check(self.w_readable == self.w_readable_far == self.w_readable_blur == self.w_readable_aux
-              == self.w_readable_aux_blur == 0 or self.in_channels == 3,
-              "w_readable / w_readable_far / w_readable_blur / w_readable_aux / w_readable_aux_blur need RGB "
-              "images (in_channels 3)")
+              == self.w_readable_aux_blur == self.w_readable_aux_gap == 0 or self.in_channels == 3,
+              "w_readable / w_readable_far / w_readable_blur / w_readable_aux / w_readable_aux_blur / "
+              "w_readable_aux_gap need RGB images (in_channels 3)")
         check(self.w_readable_far == 0 or self.image_size >= 44,
               f"w_readable_far needs image_size >= 44 (SSIM window at quarter size), got {self.image_size}")
-        for name in ("w_readable_aux", "w_readable_aux_blur"):
+        for name in ("w_readable_aux", "w_readable_aux_blur", "w_readable_aux_gap"):
             check(getattr(self, name) == 0 or (self.aux is not None and self.task == "face"),
                   f"{name} needs task 'face' and an aux recognizer")
         check(self.w_readable == 0 or self.image_size >= 22,
               f"w_readable needs image_size >= 22 (SSIM window at half size), got {self.image_size}")
         check(self.w_readable_blur == 0 or self.image_size >= 22,
               f"w_readable_blur needs image_size >= 22 (SSIM window at half size), got {self.image_size}")
-        check(self.w_readable_aux_blur == 0 or self.image_size >= 22,
-              f"w_readable_aux_blur needs image_size >= 22 (out-of-focus view), got {self.image_size}")
+        for name in ("w_readable_aux_blur", "w_readable_aux_gap"):
+            check(getattr(self, name) == 0 or self.image_size >= 22,
+                  f"{name} needs image_size >= 22 (out-of-focus view), got {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

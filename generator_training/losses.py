@@ -30,6 +30,10 @@ With ``labels`` as well, the ranking term ``w_tr * CE(RANK_SCALE * C, arange(N))
 ``C[i, j]`` the centred cosine of ``T(x'_i)`` to ``T(x_j)``: each protected face must stay nearer
 its own clean face than the batch's other people (columns of the same identity are left out),
 which is what the provider's gallery match needs — a margin, not every direction kept.
+The readability terms' aux gap (:func:`gap_term`) is the opposite wish on the aux recognizer:
+the protected face, seen normalised, must not be nearer its own clean face than the batch's
+other people on average, which is what a gallery search reads (the plain aux term only pushes
+the cosine itself down, and a face pushed to cosine 0 is still found when others sit lower).
 
 Shapes: images ``[N, C, H, W]`` in [0, 1] with H, W >= 11; logits ``[N, K]``; labels ``[N]``;
 embeddings ``[N, D]``. Every function returns a dict of scalar tensors with ``loss`` and
@@ -138,3 +142,21 @@ def ranking_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) 
     logits = logits.masked_fill((labels[:, None] == labels[None, :]) & ~own, float("-inf"))
     target = torch.arange(len(labels), device=labels.device)
     return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean().detach()
+
+
+def gap_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gap, top-1) of the aux recognizer identifying protected faces: the mean over faces of
+    ``relu(C[i, i] - mean_j C[i, j])``, ``C`` the cosine of ``prot [N, D]`` to ``clean [N, D]``
+    and ``j`` over the batch's other identities (``labels [N]``; a face with none is left out),
+    and how often the own clean face is the nearest of them (the gallery search's top-1)."""
+    c = F.normalize(prot.float(), dim=1) @ F.normalize(clean.float().detach(), dim=1).T
+    others = labels[:, None] != labels[None, :]
+    has = others.any(1)
+    if not has.any():
+        zero = c.new_zeros(())
+        return zero, zero.detach()
+    own = c.diagonal()
+    mean_others = (c * others).sum(1) / others.sum(1).clamp_min(1)
+    gap = F.relu(own - mean_others)[has].mean()
+    nearest_other = c.masked_fill(~others, float("-inf")).amax(1)
+    return gap, (own > nearest_other)[has].float().mean().detach()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from photoveil.generator_training.config import GeneratorTrainConfig
-from photoveil.generator_training.losses import classification_loss, face_loss
+from photoveil.generator_training.losses import classification_loss, face_loss, gap_term
 from photoveil.imageops import rescale
 from photoveil.nets.unet import UNetGenerator
 from photoveil.data.augment import augment
@@ -156,7 +156,7 @@ class GeneratorModule(L.LightningModule):
                               target_mean=self._update_target_mean(t_clean),
                               w_target_centred=cfg.w_target_centred, labels=y,
                               w_target_rank=cfg.w_target_rank, **weights)
-            self._add_readability(parts, x, x_prot, a_clean)
+            self._add_readability(parts, x, x_prot, a_clean, y)
         else:
             t_logits = target(x_prot)
             a_logits = aux(x_aux) if aux is not None else None
@@ -177,9 +177,10 @@ class GeneratorModule(L.LightningModule):
                 0.99 * self.target_mean.to(batch_mean.device) + 0.01 * batch_mean
         return batch_mean if self.target_mean is None else self.target_mean.to(batch_mean.device)
 
-    def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean) -> None:
+    def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean,
+                         labels: torch.Tensor) -> None:
         """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,
-        ``w_readable_aux``, ``w_readable_aux_blur``); the witness is logged on every face batch, also
+        ``w_readable_aux``, ``w_readable_aux_blur``, ``w_readable_aux_gap``); the witness is logged on every face batch, also
         when its weights are 0."""
         from photoveil.readability import BLURRED, DEFAULT, FAR, readability_term, recognizer_view
 
@@ -199,14 +200,19 @@ class GeneratorModule(L.LightningModule):
         parts["readable_ssim_blur"] = blurred["readable_ssim"]
         if cfg.w_readable_blur > 0:
             parts["loss"] = parts["loss"] + cfg.w_readable_blur * blurred["term"]
-        for weight, view, key in ((cfg.w_readable_aux, DEFAULT, "readable_aux_cos"),
-                                  (cfg.w_readable_aux_blur, BLURRED, "readable_blur_aux_cos")):
-            if weight > 0:
-                aux = self.critic("aux")
-                a_read = aux(critic_input(aux, recognizer_view(x_prot, view)))
-                cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
-                parts["loss"] = parts["loss"] + weight * F.relu(cos - cfg.face_aux_margin).mean()
-                parts[key] = cos.mean().detach()
+        for weight, view, key in ((cfg.w_readable_aux, DEFAULT, "readable_aux"),
+                                  (cfg.w_readable_aux_blur, BLURRED, "readable_blur_aux")):
+            if weight == 0 and (cfg.w_readable_aux_gap == 0 or labels is None):
+                continue
+            aux = self.critic("aux")
+            a_read = aux(critic_input(aux, recognizer_view(x_prot, view)))
+            cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
+            parts["loss"] = parts["loss"] + weight * F.relu(cos - cfg.face_aux_margin).mean()
+            parts[f"{key}_cos"] = cos.mean().detach()
+            if cfg.w_readable_aux_gap > 0 and labels is not None:  # labels: who the batch's other people are
+                gap, top1 = gap_term(a_read, a_clean, labels)
+                parts["loss"] = parts["loss"] + cfg.w_readable_aux_gap * gap
+                parts[f"{key}_gap"], parts[f"{key}_top1"] = gap.detach(), top1
 
     # -- Lightning hooks ---------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -192,6 +192,56 @@ def test_aux_term_on_the_out_of_focus_view_lowers_what_the_aux_reads_there():
     assert final[4.0] < final[0.0] - 0.1
 
 
+def test_gap_term_reads_the_gallery_search_and_skips_the_same_identity():
+    from photoveil.generator_training.losses import gap_term
+
+    clean = torch.nn.functional.normalize(torch.randn(6, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])                 # faces 0 and 5: the same person
+    gap, top1 = gap_term(clean, clean, labels)                 # the protected face is its clean face
+    assert top1 == 1.0 and gap > 0.8
+    shuffled = clean[[1, 2, 3, 4, 0, 5]]                       # faces 0-4 look like someone else
+    gap_s, top1_s = gap_term(shuffled, clean, labels)
+    assert top1_s == pytest.approx(1 / 6) and gap_s < 0.25 * gap
+    sibling = clean[[5, 1, 2, 3, 4, 0]]                        # like another photo of the same person
+    gap_b, top1_b = gap_term(sibling, clean, labels)
+    assert top1_b == pytest.approx(4 / 6)                      # neither is counted as found, nor as wrong
+    assert gap_b < gap
+    one_person = gap_term(clean, clean, torch.zeros(6, dtype=torch.long))
+    assert one_person[0] == 0 and one_person[1] == 0           # no other people: nothing to compare
+
+
+def test_aux_gap_term_is_trained_in_both_views_on_the_batch_labels():
+    """``w_readable_aux_gap``: after training with it the aux's gallery gap in the median and
+    out-of-focus views is lower than after training without it; with no labels (evaluation)
+    the term is left out."""
+    from tests.test_generator_training import FaceStandIn, _after_steps, tiny_config
+
+    from photoveil.generator_training.losses import gap_term
+    from photoveil.generator_training.module import GeneratorModule
+
+    x, y = faces(8, 48), torch.arange(8)
+
+    def gaps(module):
+        aux = module.critic("aux")
+        with torch.no_grad():
+            prot, clean = module.generator(x), aux(x)
+            return [gap_term(aux(R.recognizer_view(prot, v)), clean, y)[0].item() for v in (R.DEFAULT, R.BLURRED)]
+
+    final = {}
+    for w in (0.0, 8.0):
+        torch.manual_seed(0)
+        cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=48, target="a", aux="b",
+                          w_readable_aux_gap=w, w_aux=0.0, w_ssim=0.0, lr=5e-3, width=0.25)
+        module = GeneratorModule(cfg, target=FaceStandIn(1, 48), aux=PatchEmbedding(48))
+        start = gaps(module)
+        parts = _after_steps(module, x, y, steps=25)
+        assert ("readable_blur_aux_gap" in parts) == ("readable_aux_top1" in parts) == (w > 0)
+        final[w] = gaps(module)
+    assert "readable_blur_aux_gap" not in module.compute_loss(x, None)[0]
+    for view in (0, 1):
+        assert final[8.0][view] < 0.5 * start[view] and final[8.0][view] < 0.5 * final[0.0][view], (start, final)
+
+
 def test_config_readability_fields_validate_and_reach_the_cli():
     from photoveil.cli import build_parser
     from photoveil.generator_training.cli import _config
@@ -213,17 +263,22 @@ def test_config_readability_fields_validate_and_reach_the_cli():
         GeneratorTrainConfig(w_readable_aux_blur=-1)
     with pytest.raises(ValueError, match="w_readable_aux_blur needs task 'face' and an aux recognizer"):
         GeneratorTrainConfig(task="face", in_channels=3, image_size=112, aux=None, w_readable_aux_blur=1.0)
+    with pytest.raises(ValueError, match="w_readable_aux_gap must be >= 0"):
+        GeneratorTrainConfig(w_readable_aux_gap=-1)
+    with pytest.raises(ValueError, match="w_readable_aux_gap needs task 'face' and an aux recognizer"):
+        GeneratorTrainConfig(task="face", in_channels=3, image_size=112, aux=None, w_readable_aux_gap=1.0)
     args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
                                       "--aux", "mobileface", "--out", "x", "--w-readable", "1.5",
                                       "--w-readable-aux", "0.5", "--w-readable-far", "2", "--w-readable-blur", "3",
-                                      "--w-readable-aux-blur", "2.5", "--init-from", "face"])
+                                      "--w-readable-aux-blur", "2.5", "--w-readable-aux-gap", "6",
+                                      "--init-from", "face"])
     cfg = _config(args, args.target, args.aux)
     assert (cfg.w_readable, cfg.w_readable_aux, cfg.w_readable_far, cfg.w_readable_blur, cfg.w_readable_aux_blur,
-            cfg.init_from) == (1.5, 0.5, 2.0, 3.0, 2.5, "face")
+            cfg.w_readable_aux_gap, cfg.init_from) == (1.5, 0.5, 2.0, 3.0, 2.5, 6.0, "face")
     assert GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg
     defaults = build_parser().parse_args(["generator", "train", "--target", "a", "--out", "x"])
-    assert (defaults.w_readable, defaults.w_readable_aux) == (GeneratorTrainConfig.w_readable,
-                                                             GeneratorTrainConfig.w_readable_aux)
+    assert (defaults.w_readable, defaults.w_readable_aux, defaults.w_readable_aux_gap) == (
+        GeneratorTrainConfig.w_readable, GeneratorTrainConfig.w_readable_aux, GeneratorTrainConfig.w_readable_aux_gap)
 
 
 def test_init_from_copies_weights_and_rejects_a_mismatch(tmp_path):
