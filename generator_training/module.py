@@ -178,10 +178,10 @@ class GeneratorModule(L.LightningModule):
         return batch_mean if self.target_mean is None else self.target_mean.to(batch_mean.device)
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean,
-                         labels: torch.Tensor) -> None:
+                         labels: torch.Tensor | None) -> None:
         """The readability-witness terms (``w_readable``, ``w_readable_far``, ``w_readable_blur``,
-        ``w_readable_aux``, ``w_readable_aux_blur``, ``w_readable_aux_gap``); the witness is logged on every face batch, also
-        when its weights are 0."""
+        ``w_readable_aux``, ``w_readable_aux_blur``, ``w_readable_aux_gap``); the witness is
+        logged on every face batch, also when its weights are 0."""
         from photoveil.readability import BLURRED, DEFAULT, FAR, readability_term, recognizer_view
 
         cfg = self.config

@@ -158,13 +158,24 @@ class PatchEmbedding(torch.nn.Module):
         return self.conv(x - 0.5).flatten(1)
 
 
+def aux_trained_module(**weights):
+    """A seeded 48-px face GeneratorModule with stand-in critics (aux: PatchEmbedding) whose only
+    loss terms are the given readability weights."""
+    from tests.test_generator_training import FaceStandIn, tiny_config
+
+    from photoveil.generator_training.module import GeneratorModule
+
+    torch.manual_seed(0)
+    cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=48, target="a", aux="b",
+                      w_aux=0.0, w_ssim=0.0, lr=5e-3, width=0.25, **weights)
+    return GeneratorModule(cfg, target=FaceStandIn(1, 48), aux=PatchEmbedding(48))
+
+
 def test_aux_term_on_the_out_of_focus_view_lowers_what_the_aux_reads_there():
     """``w_readable_aux_blur``: the aux recognizer's match on the out-of-focus view falls when the
     term is on, and stays higher when it is off (the other terms alone do not reach that view)."""
     import torch.nn.functional as F
-    from tests.test_generator_training import FaceStandIn, tiny_config
-
-    from photoveil.generator_training.module import GeneratorModule
+    from tests.test_generator_training import _after_steps
 
     x = faces(8, 48)
 
@@ -175,17 +186,9 @@ def test_aux_term_on_the_out_of_focus_view_lowers_what_the_aux_reads_there():
 
     final = {}
     for w in (0.0, 4.0):
-        torch.manual_seed(0)
-        cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=48, target="a", aux="b",
-                          w_readable_aux_blur=w, w_aux=0.0, w_ssim=0.0, lr=5e-3, width=0.25)
-        module = GeneratorModule(cfg, target=FaceStandIn(1, 48), aux=PatchEmbedding(48))
-        opt = torch.optim.AdamW(module.generator.parameters(), lr=5e-3)
+        module = aux_trained_module(w_readable_aux_blur=w)
         start = blurred_aux_cos(module)
-        for _ in range(25):
-            opt.zero_grad()
-            parts = module.compute_loss(x, None)[0]
-            parts["loss"].backward()
-            opt.step()
+        parts = _after_steps(module, x, None, steps=25)
         assert ("readable_blur_aux_cos" in parts) == (w > 0)
         final[w] = blurred_aux_cos(module)
     assert final[4.0] < start - 0.1
@@ -214,10 +217,9 @@ def test_aux_gap_term_is_trained_in_both_views_on_the_batch_labels():
     """``w_readable_aux_gap``: after training with it the aux's gallery gap in the median and
     out-of-focus views is lower than after training without it; with no labels (evaluation)
     the term is left out."""
-    from tests.test_generator_training import FaceStandIn, _after_steps, tiny_config
+    from tests.test_generator_training import _after_steps
 
     from photoveil.generator_training.losses import gap_term
-    from photoveil.generator_training.module import GeneratorModule
 
     x, y = faces(8, 48), torch.arange(8)
 
@@ -229,10 +231,7 @@ def test_aux_gap_term_is_trained_in_both_views_on_the_batch_labels():
 
     final = {}
     for w in (0.0, 8.0):
-        torch.manual_seed(0)
-        cfg = tiny_config(task="face", dataset="lfw", in_channels=3, image_size=48, target="a", aux="b",
-                          w_readable_aux_gap=w, w_aux=0.0, w_ssim=0.0, lr=5e-3, width=0.25)
-        module = GeneratorModule(cfg, target=FaceStandIn(1, 48), aux=PatchEmbedding(48))
+        module = aux_trained_module(w_readable_aux_gap=w)
         start = gaps(module)
         parts = _after_steps(module, x, y, steps=25)
         assert ("readable_blur_aux_gap" in parts) == ("readable_aux_top1" in parts) == (w > 0)
