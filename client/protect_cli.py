@@ -160,8 +160,9 @@ def fmd_gallery(args, faces, size):
     from photoveil.client.protect.factory import default_gallery
     from photoveil.data.faces import FaceDataset
 
-    if args.gallery:
-        ds = FaceDataset(Path(args.gallery), size[0], alignment=args.alignment, cache_dir=args.cache_dir)
+    if args.gallery:  # enrolled as the faces it protects are cropped: on the authorized model's template
+        ds = FaceDataset(Path(args.gallery), size[0], alignment=args.alignment, cache_dir=args.cache_dir,
+                         model=(args.models or [DEFAULT_MODEL])[0])
         return torch.stack([ds[i][0] for i in range(len(ds))]), torch.tensor([ds[i][1] for i in range(len(ds))])
     imgs, labels = default_gallery(size[0], args.cache_dir)
     if faces is not None:  # each input face is also its own identity

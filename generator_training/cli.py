@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from photoveil.generator_training.config import LR_SCHEDULES, SSIM_MODES  # plain constants: cheap to import
+from photoveil.generator_training.config import FACE_TEMPLATES, LR_SCHEDULES, SSIM_MODES  # plain constants: cheap to import
 
 DATASET_TASK = {"lfw": "face"}  # every other dataset name is a classification dataset
 
@@ -64,6 +64,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", default=C.init_from,
                    help="fine-tune from this generator checkpoint (shipped name or path) [random init]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
+    p.add_argument("--face-template", choices=FACE_TEMPLATES, default=C.face_template,
+                   help="faces: align on the target's template and let the aux re-align each view onto its own "
+                        f"(as the phone and evaluate do), or everything on ArcFace's [{C.face_template}]")
     p.add_argument("--precision", default="auto", help="auto | 32 | 16-mixed | bf16-mixed [auto]")
     p.add_argument("--num-workers", type=int, default=0, help="data loader workers [0]")
     p.add_argument("--seed", type=int, default=0)
@@ -135,7 +138,7 @@ def _config(args, target: str, aux: str | None):
             w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             w_readable_aux_blur=args.w_readable_aux_blur, w_target_centred=args.w_target_centred,
             w_target_rank=args.w_target_rank, w_readable_aux_gap=args.w_readable_aux_gap,
-            init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
+            face_template=args.face_template, init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None

@@ -19,6 +19,7 @@ from typing import Any
 TASKS = ("classification", "face")
 SSIM_MODES = ("abs", "signed")
 LR_SCHEDULES = ("constant", "cosine")
+FACE_TEMPLATES = ("target", "arcface")
 
 
 @dataclass
@@ -35,6 +36,12 @@ class GeneratorTrainConfig:
     depth: int = 4  # down-samplings; paper: 4
     in_channels: int = 1  # 1 for Fashion-MNIST, 3 for CIFAR-10 / faces
     image_size: int = 32  # training crop size (faces: the target recognizer's input size)
+    face_template: str = "target"  # faces: "target" aligns every face on the target recognizer's
+    #                                template, as the phone aligns what it protects, and the aux reads
+    #                                each view re-aligned onto its own template, as evaluate's
+    #                                unauthorized recognizers do (facemodels.align.realign);
+    #                                "arcface": every face on the ArcFace template, critics read it
+    #                                resized (what every run before this setting trained on)
 
     # --- loss: w_target * L_target - w_aux * L_aux + w_ssim * SSIM(x, x') ---
     w_target: float = 1.0  # paper: 1.0
@@ -103,6 +110,8 @@ class GeneratorTrainConfig:
                 raise ValueError(msg)
 
         check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        check(self.face_template in FACE_TEMPLATES,
+              f"face_template must be one of {FACE_TEMPLATES}, got {self.face_template!r}")
         check(self.ssim_mode in SSIM_MODES, f"ssim_mode must be one of {SSIM_MODES}, got {self.ssim_mode!r}")
         check(0 < self.width <= 8, f"width must be in (0, 8], got {self.width}")
         check(1 <= self.depth <= 6, f"depth must be in [1, 6], got {self.depth}")
@@ -157,7 +166,8 @@ class GeneratorTrainConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown generator config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**values)
+        # configs saved before face_template existed trained on ArcFace-template crops
+        return cls(**{"face_template": "arcface", **values})
 
     @property
     def run_name(self) -> str:

@@ -90,4 +90,5 @@ def load_face_splits(config: GeneratorTrainConfig) -> tuple[Dataset, Dataset, Da
     train_ids, test_ids = split_identities(folder, test_fraction=0.2, seed=0)
     fit_ids, val_ids = split_identities(train_ids, test_fraction=0.1, seed=config.seed)
     size = config.image_size
-    return FaceDataset(fit_ids, size), FaceDataset(val_ids, size), FaceDataset(test_ids, size)
+    model = config.target if config.face_template == "target" else None  # None: the ArcFace template
+    return tuple(FaceDataset(ids, size, model=model) for ids in (fit_ids, val_ids, test_ids))

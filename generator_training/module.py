@@ -26,7 +26,7 @@ from torch import nn
 
 from photoveil.generator_training.config import GeneratorTrainConfig
 from photoveil.generator_training.losses import classification_loss, face_loss, gap_term
-from photoveil.imageops import rescale
+from photoveil.imageops import input_hw, rescale
 from photoveil.nets.unet import UNetGenerator
 from photoveil.data.augment import augment
 
@@ -64,6 +64,19 @@ def critic_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if tuple(x.shape[-2:]) != hw:
         x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=False)
     return x
+
+
+def aux_input(config: GeneratorTrainConfig, aux: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the aux recognizer reads of faces ``x`` (aligned for ``config.target``, or on
+    the ArcFace template): with ``face_template="target"`` re-aligned onto the aux's own
+    template (differentiably), as an unauthorized service re-aligns an upload; otherwise
+    resized (:func:`critic_input`)."""
+    if config.face_template != "target":
+        return critic_input(aux, x)
+    from photoveil.facemodels.align import realign
+
+    size = input_hw(aux)[0] if hasattr(aux, "spec") else x.shape[-1]
+    return realign(x, config.target, config.aux, size)
 
 
 def random_rescale(x: torch.Tensor, min_scale: float) -> torch.Tensor:
@@ -149,9 +162,9 @@ class GeneratorModule(L.LightningModule):
         if cfg.task == "face":
             with torch.no_grad():
                 t_clean = target(critic_input(target, x))
-                a_clean = aux(critic_input(aux, x)) if aux is not None else None
+                a_clean = aux(aux_input(cfg, aux, x)) if aux is not None else None
             t_prot = target(critic_input(target, x_prot))
-            a_prot = aux(critic_input(aux, x_aux)) if aux is not None else None
+            a_prot = aux(aux_input(cfg, aux, x_aux)) if aux is not None else None
             parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin,
                               target_mean=self._update_target_mean(t_clean),
                               w_target_centred=cfg.w_target_centred, labels=y,
@@ -205,7 +218,7 @@ class GeneratorModule(L.LightningModule):
             if weight == 0 and (cfg.w_readable_aux_gap == 0 or labels is None):
                 continue
             aux = self.critic("aux")
-            a_read = aux(critic_input(aux, recognizer_view(x_prot, view)))
+            a_read = aux(aux_input(cfg, aux, recognizer_view(x_prot, view)))
             cos = F.cosine_similarity(a_read.float(), a_clean.float().detach(), dim=1)
             parts["loss"] = parts["loss"] + weight * F.relu(cos - cfg.face_aux_margin).mean()
             parts[f"{key}_cos"] = cos.mean().detach()

@@ -241,3 +241,14 @@ def test_landmark_alignment_puts_eyes_on_template(detector):
     # Re-detection on a tight crop is less precise, and BlazeFace's mouth point sits a
     # few pixels above the template's mouth-corner midpoint: eyes within 6 px, all within 9.
     assert err[:2].max() < 6.0 and err.max() < 9.0, err
+
+
+@pytest.mark.models
+def test_face_dataset_aligns_on_the_template_of_its_model(face_models_dir):
+    """``FaceDataset(model=...)`` crops what the phone crops for that recognizer (its
+    template), not the ArcFace chip it falls back to."""
+    path = scan_identity_folder(FIXTURE).samples()[3][0]
+    dlib = FaceDataset(FIXTURE, 150, model="faceapi-resnet34")[3][0]
+    assert torch.allclose(dlib, align.align_faces([path], 150, model="faceapi-resnet34")[0])
+    arcface = FaceDataset(FIXTURE, 150)[3][0]
+    assert (dlib - arcface).abs().mean() > 0.05

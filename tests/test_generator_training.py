@@ -357,6 +357,48 @@ def test_face_critic_input_is_resized_to_the_spec(size):
     assert critic_input(critic, same) is same
 
 
+@pytest.mark.parametrize("template", ["target", "arcface"])
+def test_aux_reads_faces_as_the_evaluation_does(template):
+    """``face_template="target"``: faces come aligned for the target, and the aux reads each
+    one re-aligned onto its own template, differentiably (what evaluate's unauthorized
+    recognizers read); ``"arcface"`` (the older runs): resized only."""
+    from types import SimpleNamespace
+
+    from photoveil.facemodels.align import realign
+    from photoveil.generator_training.module import aux_input, critic_input
+
+    cfg = GeneratorTrainConfig(task="face", dataset="lfw", target="faceapi-resnet34", aux="mobileface",
+                               in_channels=3, image_size=150, face_template=template)
+    aux = SimpleNamespace(spec=SimpleNamespace(input_size=(112, 112)))
+    x = torch.rand(3, 3, 150, 150, requires_grad=True)
+    out = aux_input(cfg, aux, x)
+    assert out.shape == (3, 3, 112, 112)
+    resized = critic_input(aux, x)
+    if template == "arcface":
+        assert torch.equal(out, resized)
+        return
+    assert torch.allclose(out, realign(x.detach(), "faceapi-resnet34", "mobileface", 112))
+    assert (out - resized).abs().mean() > 0.05  # another crop, not the chip resized
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_face_template_is_validated_and_older_configs_read_as_arcface():
+    from photoveil.cli import build_parser
+    from photoveil.generator_training.cli import _config
+
+    assert GeneratorTrainConfig().face_template == "target"
+    old = {k: v for k, v in GeneratorTrainConfig(face_template="target").to_dict().items() if k != "face_template"}
+    assert GeneratorTrainConfig.from_dict(old).face_template == "arcface"
+    cfg = GeneratorTrainConfig(face_template="target")
+    assert GeneratorTrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="face_template must be one of"):
+        GeneratorTrainConfig(face_template="dlib")
+    args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
+                                      "--out", "x", "--face-template", "arcface"])
+    assert _config(args, args.target, args.aux).face_template == "arcface"
+
+
 def test_aux_rescale_reaches_only_the_training_aux():
     """aux_rescale: in training the aux sees a resampled x' (the target does not); eval is untouched."""
     class Recorder(nn.Module):

@@ -132,3 +132,22 @@ def test_features_with_a_safe_upload_point_and_alignment_none(face_models_dir, o
     feats = np.load(out / "face.pmt.face0.npy")
     meta = json.loads((out / "features.json").read_text())
     assert meta["split"] == "stem" and meta["shape"] == list(feats.shape) and np.isfinite(feats).all()
+
+
+@pytest.mark.models
+def test_fmd_gallery_is_cropped_like_the_faces_it_protects(face_models_dir):
+    """``--gallery``'s enrolled faces are aligned on the authorized model's template (the
+    dlib chip of faceapi-resnet34), as the photos' faces are, not on ArcFace's."""
+    import argparse
+
+    import torch
+
+    from photoveil.client.protect_cli import fmd_gallery
+    from photoveil.data.faces import FaceDataset
+
+    args = argparse.Namespace(gallery=str(FACES), alignment="landmarks", cache_dir=None, models=None)
+    images, labels = fmd_gallery(args, None, (150, 150))
+    expected = FaceDataset(FACES, 150, model="faceapi-resnet34")
+    assert len(images) == len(expected) and torch.equal(labels, torch.tensor([y for _, y in expected]))
+    assert torch.allclose(images[0], expected[0][0])
+    assert (images[0] - FaceDataset(FACES, 150)[0][0]).abs().mean() > 0.05

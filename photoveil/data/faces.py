@@ -226,14 +226,14 @@ class FaceDataset:
     """Aligned faces of an identity folder as a map-style torch Dataset.
 
     ``dataset[i] -> (face, label)``: ``face`` is a float tensor ``[3, size, size]`` in
-    ``[0, 1]`` (RGB) aligned with ``alignment`` (see
-    :func:`photoveil.facemodels.align.align_faces`), ``label`` the index of the identity
+    ``[0, 1]`` (RGB) aligned with ``alignment`` on the template of recognizer ``model``
+    (see :func:`photoveil.facemodels.align.align_faces`), ``label`` the index of the identity
     in ``folder.identities``. Landmark detections are cached on disk by the aligner.
     """
 
     def __init__(self, folder: IdentityFolder | str | os.PathLike, size: int,
                  alignment: str = "landmarks", min_images: int = 1,
-                 cache_dir: str | os.PathLike | None = None):
+                 cache_dir: str | os.PathLike | None = None, model: str | None = None):
         from photoveil.facemodels.align import ALIGNMENTS
 
         if size < 16 or size > 1024:
@@ -246,6 +246,7 @@ class FaceDataset:
         self.size = size
         self.alignment = alignment
         self.cache_dir = cache_dir
+        self.model = model  # whose template the landmarks are aligned on (None: ArcFace's)
         self.samples = folder.samples()
         self.classes = folder.identities
 
@@ -258,5 +259,5 @@ class FaceDataset:
         from photoveil.facemodels.align import align_faces
 
         path, label = self.samples[index]
-        face = align_faces([path], self.size, alignment=self.alignment, cache_dir=self.cache_dir)[0]
+        face = align_faces([path], self.size, alignment=self.alignment, model=self.model, cache_dir=self.cache_dir)[0]
         return face, torch.tensor(label)

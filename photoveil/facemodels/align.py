@@ -118,9 +118,10 @@ def umeyama(src: np.ndarray, dst: np.ndarray, estimate_scale: bool = True) -> np
 
 
 def warp_affine(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Tensor:
-    """Warp ``image`` ``[3, H, W]`` with the ``[2, 3]`` source->output pixel ``matrix``
-    into a ``[3, size, size]`` crop (bilinear, zeros outside the image)."""
-    _, h, w = image.shape
+    """Warp ``image`` ``[3, H, W]`` (or a batch ``[N, 3, H, W]``, every image by the same
+    ``matrix``) with the ``[2, 3]`` source->output pixel ``matrix`` into a ``[3, size, size]``
+    crop (``[N, 3, size, size]``; bilinear, zeros outside the image; differentiable)."""
+    h, w = image.shape[-2:]
     full = np.vstack([matrix, [0.0, 0.0, 1.0]])
     inv = np.linalg.inv(full)[:2]  # output pixel -> source pixel
     # Fold the pixel<->normalised conversions (align_corners=False) into one affine map
@@ -128,11 +129,12 @@ def warp_affine(image: torch.Tensor, matrix: np.ndarray, size: int) -> torch.Ten
     to_pix = np.array([[size / 2.0, 0, size / 2.0 - 0.5], [0, size / 2.0, size / 2.0 - 0.5], [0, 0, 1]])
     to_norm = np.array([[2.0 / w, 0, 1.0 / w - 1], [0, 2.0 / h, 1.0 / h - 1], [0, 0, 1]])
     theta = (to_norm @ np.vstack([inv, [0, 0, 1]]) @ to_pix)[:2]
-    theta_t = torch.as_tensor(theta, dtype=torch.float32).unsqueeze(0)
-    grid = F.affine_grid(theta_t, [1, 3, size, size], align_corners=False)
-    out = F.grid_sample(image.unsqueeze(0).float(), grid, mode="bilinear",
-                        padding_mode="zeros", align_corners=False)
-    return out[0].clamp(0.0, 1.0)
+    batch = image if image.ndim == 4 else image.unsqueeze(0)
+    theta_t = torch.as_tensor(theta, dtype=torch.float32, device=image.device).expand(len(batch), 2, 3)
+    grid = F.affine_grid(theta_t, [len(batch), batch.shape[1], size, size], align_corners=False)
+    out = F.grid_sample(batch.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = out.clamp(0.0, 1.0)
+    return out if image.ndim == 4 else out[0]
 
 
 def landmark_matrix(keypoints: np.ndarray, size: int, zoom: float = 1.0,
@@ -163,7 +165,7 @@ def realign(images: torch.Tensor, src_model: str | None, dst_model: str | None, 
     if src == dst:
         return resize_to(images, (size, size))
     matrix = umeyama(template(images.shape[-1], src[1], src[0]), template(size, dst[1], dst[0]))
-    return torch.stack([warp_affine(im, matrix, size) for im in images]) if len(images) else images
+    return warp_affine(images, matrix, size) if len(images) else images
 
 
 def center_crop(image: torch.Tensor, size: int, fraction: float = CENTER_CROP_FRACTION) -> torch.Tensor:
