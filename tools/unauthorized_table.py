@@ -2,16 +2,26 @@
 ``photoveil evaluate`` runs (``results.json``), one row per (run, value of the swept key).
 
     python tools/unauthorized_table.py lam_emb runs/r20-fmd-seed1 runs/r20-fmd-seed2
+    python tools/unauthorized_table.py --pooled runs/ev2-h1-s5 runs/ev2-h1-s6 ...
 
 Per row: seed, queries, authorized top-1 and strict (cal) with clean in brackets, each
 unauthorized recognizer's top-1 (clean: its own native crop), their mean, image SSIM, and
 the readability witness (readable SSIM at half and quarter size, strongest unauthorized
 recognizer on the normalised upload, then readable SSIM and the strongest recognizer in the
 out-of-focus view) on the run's main setting, the one the ``readability`` records were measured on.
+
+``--pooled`` sums several runs (seeded draws of one protector) into one row: authorized top-1
+minus clean in points per draw, and pooled as correct / queries; the range over the draws of
+the readable SSIM, of the strongest unauthorized recognizer in the median view, of the
+out-of-focus SSIM, of the strongest one out of focus and of mean unauthorized top-1; and on how
+many draws each of the two strongest-recognizer counts is within chance: a one-sided exact
+binomial test against 1 / identities, Bonferroni-corrected over the recognizers it was the
+strongest of, p > 0.05.
 """
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -53,10 +63,56 @@ def rows(key: str, run: Path) -> list[str]:
     return out
 
 
+def within_chance(hits: int, n: int, chance: float, tests: int) -> bool:
+    """``hits`` of ``n`` is what guessing at ``chance`` reaches: one-sided exact binomial
+    p-value, times ``tests`` (the strongest of that many recognizers), above 0.05."""
+    tail = sum(math.comb(n, i) * chance ** i * (1 - chance) ** (n - i) for i in range(hits, n + 1))
+    return min(1.0, tests * tail) > 0.05
+
+
+def pooled(runs: list[Path]) -> str:
+    deltas, correct, clean_correct, queries = [], 0, 0, 0
+    ranges: dict[str, list[float]] = defaultdict(list)
+    chance_draws = {"readable_top1": 0, "readable_blur_top1": 0}
+    for run in runs:
+        recs = json.loads((run / "results.json").read_text())
+        auth = next(r["evaluated_model"] for r in recs if r.get("role") == "authorized")
+
+        def rec(metric, model, attack):
+            return next(r for r in recs if r["metric"] == metric and r["evaluated_model"] == model
+                        and r["attack"] == attack and r.get("transform", "none") == "none")
+        top, clean = rec("top1", auth, "abuse"), rec("clean_top1", auth, "abuse")
+        k, kc, n = round(top["value"] * top["n"]), round(clean["value"] * clean["n"]), top["n"]
+        deltas.append(100.0 * (k - kc) / n)
+        correct, clean_correct, queries = correct + k, clean_correct + kc, queries + n
+        chance = rec("readable_chance", auth, "readability")["value"]
+        for metric in ("readable_ssim", "readable_ssim_blur"):
+            ranges[metric].append(rec(metric, "image", "readability")["value"])
+        for metric in chance_draws:
+            strongest = rec(metric, "max-unauthorized", "readability")
+            ranges[metric].append(strongest["value"])
+            usable = sum(1 for r in recs if r["metric"] == metric.replace("_top1", "_clean_top1")
+                         and r.get("role") == "unauthorized" and r["value"] >= 2 * chance)
+            chance_draws[metric] += within_chance(round(strongest["value"] * strongest["n"]), strongest["n"],
+                                                  chance, max(1, usable))
+        ranges["mean_unauthorized"].append(rec("top1", "mean-unauthorized", "abuse")["value"])
+    per_draw = ", ".join("0.0" if abs(d) < 0.05 else f"{d:+.1f}" for d in deltas)
+    cells = {m: f"{min(v):.3f}-{max(v):.3f}" for m, v in ranges.items()}
+    return (f"| {len(runs)} draws | {per_draw} ({correct}/{queries}, clean {clean_correct}, "
+            f"{100.0 * (correct - clean_correct) / queries:+.1f}) | {cells['readable_ssim']} | "
+            f"{cells['readable_top1']} (within chance on {chance_draws['readable_top1']}) | "
+            f"{cells['readable_ssim_blur']} | {cells['readable_blur_top1']} (within chance on "
+            f"{chance_draws['readable_blur_top1']}) | {cells['mean_unauthorized']} |")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python tools/unauthorized_table.py KEY RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        print("usage: python tools/unauthorized_table.py KEY RUN_DIR [RUN_DIR ...]\n"
+              "       python tools/unauthorized_table.py --pooled RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
+    if argv[0] == "--pooled":
+        print(pooled([Path(r) for r in argv[1:]]))
+        return 0
     for run in argv[1:]:
         print("\n".join(rows(argv[0], Path(run))))
     return 0

@@ -1,0 +1,42 @@
+"""tools/unauthorized_table.py --pooled: the per-draw and pooled figures the READMEs quote."""
+import importlib.util
+import json
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("unauthorized_table",
+                                               Path(__file__).parents[1] / "tools" / "unauthorized_table.py")
+table = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(table)
+
+
+def test_within_chance_is_a_corrected_binomial_test():
+    assert table.within_chance(2, 60, 1 / 30, 3)        # the expected count
+    assert not table.within_chance(8, 60, 1 / 30, 1)    # p ~ 0.001
+    # the strongest of three: 5 / 56 passes only with the correction
+    assert not table.within_chance(5, 56, 1 / 30, 1) and table.within_chance(5, 56, 1 / 30, 3)
+
+
+def _run(folder: Path, right: int, clean: int, n: int, blur_hits: int) -> Path:
+    def rec(metric, model, value, attack, role="unauthorized", count=n):
+        return {"metric": metric, "evaluated_model": model, "value": value, "attack": attack, "role": role,
+                "transform": "none", "n": count, "params": {}}
+    recs = [rec("top1", "auth", right / n, "abuse", "authorized"), rec("clean_top1", "auth", clean / n, "abuse", "authorized"),
+            rec("top1", "mean-unauthorized", 0.04, "abuse", "aggregate", 3),
+            rec("readable_chance", "auth", 1 / 30, "readability", "authorized"),
+            rec("readable_ssim", "image", 0.1, "readability", "image"),
+            rec("readable_ssim_blur", "image", 0.09, "readability", "image"),
+            rec("readable_top1", "max-unauthorized", 2 / n, "readability", "aggregate"),
+            rec("readable_blur_top1", "max-unauthorized", blur_hits / n, "readability", "aggregate")]
+    recs += [rec(f"{v}_clean_top1", m, 0.5, "readability") for v in ("readable", "readable_blur") for m in ("a", "b", "c")]
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(recs))
+    return folder
+
+
+def test_pooled_row_sums_the_draws(tmp_path):
+    runs = [_run(tmp_path / "s1", 57, 60, 60, 2), _run(tmp_path / "s2", 50, 59, 60, 9)]
+    row = table.pooled(runs)
+    assert "| 2 draws | -5.0, -15.0 (107/120, clean 119, -10.0) |" in row
+    assert "0.033-0.150 (within chance on 1)" in row  # 9 of 60 out of focus is not chance
+    assert "0.033-0.033 (within chance on 2)" in row
+    assert table.main(["--pooled"]) == 2
