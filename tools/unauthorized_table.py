@@ -21,7 +21,6 @@ strongest of, p > 0.05.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -64,10 +63,13 @@ def rows(key: str, run: Path) -> list[str]:
 
 
 def within_chance(hits: int, n: int, chance: float, tests: int) -> bool:
-    """``hits`` of ``n`` is what guessing at ``chance`` reaches: one-sided exact binomial
-    p-value, times ``tests`` (the strongest of that many recognizers), above 0.05."""
-    tail = sum(math.comb(n, i) * chance ** i * (1 - chance) ** (n - i) for i in range(hits, n + 1))
-    return min(1.0, tests * tail) > 0.05
+    """``hits`` of ``n`` is what guessing at ``chance`` reaches: the demo's one-sided exact
+    binomial test (``metrics.above_chance_p`` against ``demo.CHANCE_LEVEL``), its p-value times
+    ``tests`` (the strongest of that many recognizers)."""
+    from photoveil.demo import CHANCE_LEVEL
+    from photoveil.evaluation.metrics import above_chance_p
+
+    return min(1.0, tests * above_chance_p(hits, n, chance)) > CHANCE_LEVEL
 
 
 def pooled(runs: list[Path]) -> str:
