@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from photoveil.generator_training.config import FACE_TEMPLATES, LR_SCHEDULES, SSIM_MODES  # plain constants: cheap to import
+from photoveil.generator_training.config import FACE_TEMPLATES, LR_SCHEDULES, MAX_RANK_BANK, SSIM_MODES  # plain constants: cheap to import
 
 DATASET_TASK = {"lfw": "face"}  # every other dataset name is a classification dataset
 
@@ -56,6 +56,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-target-rank", type=float, default=C.w_target_rank,
                    help="face task: weight of the ranking term, each protected face nearer its own clean face "
                         f"than the batch's other people on the target [{C.w_target_rank}]")
+    p.add_argument("--rank-bank", type=int, default=C.rank_bank,
+                   help="face task: the ranking term's negatives also hold the clean target embeddings of the last "
+                        f"N faces of earlier batches, 0..{MAX_RANK_BANK} (needs --w-target-rank) [{C.rank_bank}]")
     p.add_argument("--w-readable-aux-blur", type=float, default=C.w_readable_aux_blur,
                    help=f"weight of the aux recognizer on the out-of-focus view [{C.w_readable_aux_blur}]")
     p.add_argument("--w-readable-aux-gap", type=float, default=C.w_readable_aux_gap,
@@ -137,7 +140,7 @@ def _config(args, target: str, aux: str | None):
             aux_rescale=args.aux_rescale, w_readable=args.w_readable, w_readable_far=args.w_readable_far,
             w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             w_readable_aux_blur=args.w_readable_aux_blur, w_target_centred=args.w_target_centred,
-            w_target_rank=args.w_target_rank, w_readable_aux_gap=args.w_readable_aux_gap,
+            w_target_rank=args.w_target_rank, rank_bank=args.rank_bank, w_readable_aux_gap=args.w_readable_aux_gap,
             face_template=args.face_template, init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:

@@ -20,6 +20,7 @@ TASKS = ("classification", "face")
 SSIM_MODES = ("abs", "signed")
 LR_SCHEDULES = ("constant", "cosine")
 FACE_TEMPLATES = ("target", "arcface")
+MAX_RANK_BANK = 65536  # embeddings of 128 floats: 32 MiB at most
 
 
 @dataclass
@@ -60,6 +61,11 @@ class GeneratorTrainConfig:
     w_target_rank: float = 0.0  # face task: + w_target_rank * CE of each protected face picking its own
     #                             clean face among the batch's by centred cosine (losses.ranking_term):
     #                             the margin the provider's gallery match needs; 0 = off (paper)
+    rank_bank: int = 0  # face task, training only: the ranking term's negatives also hold the clean target
+    #                     embeddings of the last rank_bank faces of earlier batches (a FIFO, with their
+    #                     identities, so the own person is never a negative): a batch of 16 holds 15 other
+    #                     people, the provider's gallery many more, and a face that drifts towards one of
+    #                     them loses its match; 0 = the batch's own faces only
     aux_rescale: float = 0.0  # training only: aux sees x' first down-scaled by a random factor in
     #                           [1 - aux_rescale, 1] and back (input diversity, Xie et al. CVPR'19),
     #                           so what fools it must survive resampling; 0 = off (paper)
@@ -127,6 +133,9 @@ class GeneratorTrainConfig:
         for name in ("w_target_centred", "w_target_rank"):
             check(getattr(self, name) == 0 or self.task == "face",
                   f"{name} needs the face task (embeddings), got task {self.task!r}")
+        check(0 <= self.rank_bank <= MAX_RANK_BANK, f"rank_bank must be in [0, {MAX_RANK_BANK}], got {self.rank_bank}")
+        check(self.rank_bank == 0 or self.w_target_rank > 0,
+              f"rank_bank needs the ranking term (w_target_rank > 0), got w_target_rank {self.w_target_rank}")
         check(self.aux_ce_cap is None or self.aux_ce_cap > 0, f"aux_ce_cap must be > 0 or None, got {self.aux_ce_cap}")
         check(self.lr_schedule in LR_SCHEDULES,
               f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")

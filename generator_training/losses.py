@@ -29,7 +29,9 @@ descriptors: cosine ~0.9 between people) that part can turn far at little cost i
 With ``labels`` as well, the ranking term ``w_tr * CE(RANK_SCALE * C, arange(N))`` is added,
 ``C[i, j]`` the centred cosine of ``T(x'_i)`` to ``T(x_j)``: each protected face must stay nearer
 its own clean face than the batch's other people (columns of the same identity are left out),
-which is what the provider's gallery match needs — a margin, not every direction kept.
+which is what the provider's gallery match needs — a margin, not every direction kept. A
+``rank_bank`` of earlier batches' clean embeddings adds negatives: a gallery holds more people
+than a batch.
 The readability terms' aux gap (:func:`gap_term`) is the opposite wish on the aux recognizer:
 the protected face, seen normalised, must not be nearer its own clean face than the batch's
 other people on average, which is what a gallery search reads (the plain aux term only pushes
@@ -106,10 +108,12 @@ def face_loss(
     w_target_centred: float = 0.0,
     labels: torch.Tensor | None = None,
     w_target_rank: float = 0.0,
+    rank_bank: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Identity-preserving (target) / identity-removing (aux) loss on embeddings [N, D];
     ``target_mean [D]`` adds (and logs) the centred target term, and with ``labels [N]`` the
-    ranking term."""
+    ranking term, whose negatives ``rank_bank`` (unit clean target embeddings ``[K, D]`` of
+    earlier batches and their labels ``[K]``) extends."""
     t_cos = F.cosine_similarity(target_prot.float(), target_clean.float().detach(), dim=1).mean()
     sim, abs_ssim = similarity_term(x, x_prot, ssim_mode)
     loss = w_target * (1.0 - t_cos) + w_ssim * sim
@@ -122,7 +126,10 @@ def face_loss(
         loss = loss + w_target_centred * (1.0 - c_cos)
         out["target_centred_cos"] = c_cos.detach()
         if labels is not None:
-            rank_ce, rank_top1 = ranking_term(prot_c, clean_c, labels)
+            bank = bank_labels = None
+            if rank_bank is not None:
+                bank, bank_labels = F.normalize(rank_bank[0].float().to(mu) - mu, dim=1), rank_bank[1]
+            rank_ce, rank_top1 = ranking_term(prot_c, clean_c, labels, bank, bank_labels)
             loss = loss + w_target_rank * rank_ce
             out["target_rank_ce"], out["target_rank_top1"] = rank_ce.detach(), rank_top1
     if aux_prot is not None:
@@ -133,13 +140,20 @@ def face_loss(
     return out
 
 
-def ranking_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def ranking_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor,
+                 bank: torch.Tensor | None = None,
+                 bank_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(cross-entropy, top-1) of each protected embedding ``prot [N, D]`` picking its own clean
     one among ``clean [N, D]`` (unit, centred) by cosine; other images of the same identity
-    (``labels [N]``) are not counted as negatives."""
-    logits = RANK_SCALE * prot @ clean.T
-    own = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    logits = logits.masked_fill((labels[:, None] == labels[None, :]) & ~own, float("-inf"))
+    (``labels [N]``) are not counted as negatives. ``bank [K, D]`` (unit, centred, with
+    ``bank_labels [K]``) adds negatives from earlier batches, again none of the own identity."""
+    candidates, cand_labels = clean, labels
+    if bank is not None and len(bank):
+        candidates, cand_labels = torch.cat([clean, bank.to(clean)]), torch.cat([labels, bank_labels.to(labels)])
+    logits = RANK_SCALE * prot @ candidates.T
+    own = torch.zeros_like(logits, dtype=torch.bool)
+    own[:, :len(labels)] = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    logits = logits.masked_fill((labels[:, None] == cand_labels[None, :]) & ~own, float("-inf"))
     target = torch.arange(len(labels), device=labels.device)
     return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean().detach()
 

@@ -139,6 +139,8 @@ class GeneratorModule(L.LightningModule):
         # A plain dict, not nn.ModuleDict: keeps the critics out of state_dict/.train()/DDP.
         self._critics = {"target": freeze(target), "aux": freeze(aux) if aux is not None else None}
         self.target_mean: torch.Tensor | None = None  # face task: running mean of unit clean T(x)
+        # face task, config.rank_bank > 0: unit clean T(x) of earlier training batches and their labels
+        self.rank_bank: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def critic(self, role: str) -> nn.Module | None:
         model = self._critics[role]
@@ -168,7 +170,9 @@ class GeneratorModule(L.LightningModule):
             parts = face_loss(x, x_prot, t_clean, t_prot, a_clean, a_prot, aux_margin=cfg.face_aux_margin,
                               target_mean=self._update_target_mean(t_clean),
                               w_target_centred=cfg.w_target_centred, labels=y,
-                              w_target_rank=cfg.w_target_rank, **weights)
+                              w_target_rank=cfg.w_target_rank,
+                              rank_bank=self.rank_bank if self.training else None, **weights)
+            self._update_rank_bank(t_clean, y)
             self._add_readability(parts, x, x_prot, a_clean, y)
         else:
             t_logits = target(x_prot)
@@ -189,6 +193,20 @@ class GeneratorModule(L.LightningModule):
             self.target_mean = batch_mean if self.target_mean is None else \
                 0.99 * self.target_mean.to(batch_mean.device) + 0.01 * batch_mean
         return batch_mean if self.target_mean is None else self.target_mean.to(batch_mean.device)
+
+    @torch.no_grad()
+    def _update_rank_bank(self, t_clean: torch.Tensor, labels: torch.Tensor) -> None:
+        """Push the batch's unit clean target embeddings (and labels) into the ranking term's
+        FIFO of ``config.rank_bank`` negatives, in training only; like the mean face it is not
+        checkpointed (a resumed run refills it within rank_bank / batch_size steps)."""
+        size = self.config.rank_bank
+        if size == 0 or not self.training:
+            return
+        emb, lab = F.normalize(t_clean.float(), dim=1).detach(), labels.detach()
+        if self.rank_bank is not None:
+            emb = torch.cat([self.rank_bank[0].to(emb), emb])
+            lab = torch.cat([self.rank_bank[1].to(lab), lab])
+        self.rank_bank = (emb[-size:], lab[-size:])
 
     def _add_readability(self, parts: dict, x: torch.Tensor, x_prot: torch.Tensor, a_clean,
                          labels: torch.Tensor | None) -> None:

@@ -458,6 +458,70 @@ def test_ranking_term_scores_the_gallery_match_and_skips_the_same_identity():
     assert ranked["target_rank_top1"] == pytest.approx(6 / 8)
 
 
+def test_rank_bank_adds_negatives_of_other_people_only():
+    F = torch.nn.functional
+    g = torch.Generator().manual_seed(1)
+    clean = F.normalize(torch.randn(4, 32, generator=g), dim=1)
+    labels = torch.tensor([0, 1, 2, 3])
+    prot = F.normalize(clean + 0.3 * torch.randn(4, 32, generator=g), dim=1)
+    ce, top1 = ranking_term(prot, clean, labels)
+    # a banked person who looks like protected face 0: a wrong match the batch alone cannot see
+    intruder = prot[:1]
+    ce_bank, top1_bank = ranking_term(prot, clean, labels, intruder, torch.tensor([9]))
+    assert top1 == 1.0 and top1_bank == pytest.approx(3 / 4) and ce_bank > ce + 0.5
+    # the same embedding filed under face 0's own identity (another photo of them) is no negative
+    ce_own, top1_own = ranking_term(prot, clean, labels, intruder, torch.tensor([0]))
+    assert top1_own == 1.0
+    assert ce_own > ce  # ...but it is a negative for the other three faces
+    assert ranking_term(prot, clean, labels, clean[:0], labels[:0]) == (ce, top1)  # an empty bank changes nothing
+
+
+def test_rank_bank_is_a_fifo_of_training_batches_used_in_training_only():
+    size = 24
+    torch.manual_seed(0)
+    cfg = dict(task="face", dataset="lfw", in_channels=3, image_size=24, target="a", aux=None, w_target_rank=1.0)
+    module = GeneratorModule(tiny_config(rank_bank=10, **cfg), target=OffsetStandIn(1, size))
+    module.train()
+    batches = [(torch.rand(4, 3, size, size), torch.arange(4) + 4 * i) for i in range(4)]
+    module.compute_loss(*batches[0])
+    assert module.rank_bank[0].shape == (4, 16) and module.rank_bank[1].tolist() == [0, 1, 2, 3]
+    for x, y in batches[1:]:
+        module.compute_loss(x, y)
+    assert module.rank_bank[0].shape == (10, 16)                 # the last 10 faces, oldest dropped
+    assert module.rank_bank[1].tolist() == [6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    emb = torch.nn.functional.normalize(module.critic("target")(batches[-1][0]), dim=1)
+    assert torch.allclose(module.rank_bank[0][-4:], emb, atol=1e-6)
+    # the banked people are negatives in training: the same batch ranks worse than without a bank
+    plain = GeneratorModule(tiny_config(**cfg), target=OffsetStandIn(1, size))
+    plain.generator.load_state_dict(module.generator.state_dict())
+    plain.target_mean = module.target_mean.clone()  # the same mean face: only the bank differs
+    plain.train()
+    assert module.compute_loss(*batches[0])[0]["target_rank_ce"] > plain.compute_loss(*batches[0])[0]["target_rank_ce"]
+    # eval (validation) neither reads nor fills it: the logged ranking stays the batch's own
+    module.eval(), plain.eval()
+    before = module.rank_bank[1].clone()
+    assert module.compute_loss(*batches[0])[0]["target_rank_ce"] == pytest.approx(
+        plain.compute_loss(*batches[0])[0]["target_rank_ce"].item())
+    assert torch.equal(module.rank_bank[1], before)
+
+
+def test_rank_bank_validates_and_reaches_the_cli():
+    from photoveil.cli import build_parser
+    from photoveil.generator_training.cli import _config
+
+    face = dict(task="face", dataset="lfw", in_channels=3, image_size=24)
+    with pytest.raises(ValueError, match=r"rank_bank must be in \[0, 65536\]"):
+        tiny_config(rank_bank=-1, w_target_rank=1.0, **face)
+    with pytest.raises(ValueError, match="rank_bank needs the ranking term"):
+        tiny_config(rank_bank=64, **face)
+    args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
+                                      "--aux", "mobileface", "--out", "x", "--w-target-rank", "50",
+                                      "--rank-bank", "256"])
+    assert _config(args, args.target, args.aux).rank_bank == 256
+    assert GeneratorTrainConfig.from_dict({k: v for k, v in tiny_config().to_dict().items()
+                                           if k != "rank_bank"}).rank_bank == 0  # older checkpoints
+
+
 def test_ranking_term_is_trained_on_the_batch_labels():
     x = torch.rand(8, 3, 24, 24)
     y = torch.arange(8)
