@@ -40,3 +40,10 @@ def test_pooled_row_sums_the_draws(tmp_path):
     assert "0.033-0.150 (within chance on 1)" in row  # 9 of 60 out of focus is not chance
     assert "0.033-0.033 (within chance on 2)" in row
     assert table.main(["--pooled"]) == 2
+
+
+def test_a_folder_without_results_is_named_not_a_traceback(tmp_path, capsys):
+    good = _run(tmp_path / "s1", 57, 60, 60, 2)
+    assert table.main(["--pooled", str(good), str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "no results.json in" in err and "missing" in err and str(good) not in err

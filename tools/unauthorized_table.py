@@ -112,6 +112,11 @@ def main(argv: list[str]) -> int:
         print("usage: python tools/unauthorized_table.py KEY RUN_DIR [RUN_DIR ...]\n"
               "       python tools/unauthorized_table.py --pooled RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
+    missing = [r for r in argv[1:] if not (Path(r) / "results.json").is_file()]
+    if missing:
+        print(f"unauthorized_table: no results.json in {', '.join(missing)} (give photoveil evaluate --out folders)",
+              file=sys.stderr)
+        return 2
     if argv[0] == "--pooled":
         print(pooled([Path(r) for r in argv[1:]]))
         return 0
