@@ -151,8 +151,7 @@ def ranking_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor,
     if bank is not None and len(bank):
         candidates, cand_labels = torch.cat([clean, bank.to(clean)]), torch.cat([labels, bank_labels.to(labels)])
     logits = RANK_SCALE * prot @ candidates.T
-    own = torch.zeros_like(logits, dtype=torch.bool)
-    own[:, :len(labels)] = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    own = torch.eye(len(labels), len(cand_labels), dtype=torch.bool, device=labels.device)  # [N, N + K]
     logits = logits.masked_fill((labels[:, None] == cand_labels[None, :]) & ~own, float("-inf"))
     target = torch.arange(len(labels), device=labels.device)
     return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean().detach()

@@ -202,7 +202,7 @@ class GeneratorModule(L.LightningModule):
         size = self.config.rank_bank
         if size == 0 or not self.training:
             return
-        emb, lab = F.normalize(t_clean.float(), dim=1).detach(), labels.detach()
+        emb, lab = F.normalize(t_clean.float(), dim=1), labels  # no_grad: nothing to detach
         if self.rank_bank is not None:
             emb = torch.cat([self.rank_bank[0].to(emb), emb])
             lab = torch.cat([self.rank_bank[1].to(lab), lab])

@@ -498,7 +498,8 @@ def test_rank_bank_is_a_fifo_of_training_batches_used_in_training_only():
     plain.train()
     assert module.compute_loss(*batches[0])[0]["target_rank_ce"] > plain.compute_loss(*batches[0])[0]["target_rank_ce"]
     # eval (validation) neither reads nor fills it: the logged ranking stays the batch's own
-    module.eval(), plain.eval()
+    module.eval()
+    plain.eval()
     before = module.rank_bank[1].clone()
     assert module.compute_loss(*batches[0])[0]["target_rank_ce"] == pytest.approx(
         plain.compute_loss(*batches[0])[0]["target_rank_ce"].item())
