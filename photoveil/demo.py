@@ -9,7 +9,8 @@ provider's public key, align the held-out photo of each identity, protect it on 
 ExecuTorch runtime, then upload the protected image (PNG) or only its shallow features and
 read the server's answer. What an unauthorized service would conclude from the same
 protected image is measured with the other recognizers (each against its own gallery of
-the clean enrolment photos). A clean upload is the baseline row.
+the clean enrolment photos; by default faceres, mobileface and faceres-deep, the one no
+method, preset or generator was tuned against). A clean upload is the baseline row.
 
 Each method runs at its recommended preset (``RECOMMENDED_PRESETS``: pmt ``high``, fmd
 ``mid`` = eps 16, generator ``high`` = strength 1; ``--preset`` picks one for all), on the
@@ -45,7 +46,8 @@ from photoveil.client.protect.flags import resolve_preset
 DEFAULT_MODEL = "faceapi-resnet34"
 PRESET_CHOICES = ("recommended", *PRESET_NAMES)
 SHEET_ROWS = 6
-DEFAULT_UNAUTHORIZED = ("faceres", "mobileface")
+# faceres-deep: the held-out recognizer, one that no method, preset or generator was tuned against
+DEFAULT_UNAUTHORIZED = ("faceres", "mobileface", "faceres-deep")
 METHODS = ("pmt", "fmd", "generator")
 PROGRAM_OF = {"pmt": "pmt-step", "fmd": "fmd-step", "generator": "generator"}
 TOKEN_ENV = "PHOTOVEIL_DEMO_TOKEN"

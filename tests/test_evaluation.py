@@ -229,6 +229,47 @@ def test_runner_without_protection_reproduces_clean(tmp_path):
         assert (tmp_path / "run" / f).is_file()
 
 
+def test_linkage_identifies_protected_uploads_against_a_protected_gallery(tmp_path, monkeypatch):
+    import photoveil.evaluation.runner as runner
+    from photoveil.evaluation.protectors import IdentityProtector
+    from photoveil.facemodels.embed import embed
+
+    # no protection: the protected gallery is the clean one, so linkage is clean identification
+    cfg = _cfg(tmp_path, method="none", attacks=("abuse", "linkage"), calib_pairs=0)
+    recs = runner.Evaluation(cfg, _toy_models()).run()
+    for model in ("toyA", "toyB"):
+        (link,) = records_by_metric(recs, "linkage", model, "linkage_top1")
+        (clean,) = records_by_metric(recs, "abuse", model, "clean_top1")
+        assert link["value"] == pytest.approx(clean["value"]) and link["role"] == clean["role"]
+    assert records_by_metric(recs, "linkage", "mean-unauthorized", "linkage_top1")
+
+    # a mirroring protector: abuse compares mirrored uploads with the clean gallery, linkage
+    # with the gallery mirrored by the same protector
+    calls = []
+
+    class Mirror(IdentityProtector):
+        def protect(self, images):
+            calls.append(len(images))
+            return images.flip(-1)
+
+    monkeypatch.setattr(runner, "build_protector", lambda *a, **k: Mirror())
+    models = _toy_models()
+    ev = runner.Evaluation(_cfg(tmp_path, method="none", attacks=("linkage",), calib_pairs=0), models)
+    recs = ev.run()
+    data = runner.select_data(ev.cfg)
+    assert calls == [len(data.protected_paths), len(data.gallery)]
+    net = models["toyA"]
+    g = embed(net, ev.faces.get(data.gallery, (32, 32), model="toyA").flip(-1))
+    q = embed(net, ev.faces.get(data.queries, (32, 32), model="toyA").flip(-1))
+    want = M.identification_top1(g, torch.tensor(data.gallery_labels), q, torch.tensor(data.query_labels))
+    (link,) = records_by_metric(recs, "linkage", "toyA", "linkage_top1")
+    assert link["value"] == pytest.approx(want) and link["n"] == len(data.queries)
+
+
+def records_by_metric(recs, attack, model, metric):
+    return [r for r in recs if r["attack"] == attack and r["evaluated_model"] == model and r["metric"] == metric]
+
+
 def test_runner_pmt_reconstruction_and_sweep(tmp_path):
     from photoveil.evaluation.runner import Evaluation, records_by
 

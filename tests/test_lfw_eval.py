@@ -61,7 +61,7 @@ def test_argument_validation():
 
 
 @pytest.mark.models
-@pytest.mark.parametrize("name", ["faceapi-resnet34", "faceres"])
+@pytest.mark.parametrize("name", ["faceapi-resnet34", "faceres", "faceres-deep"])
 def test_strong_recognizers_separate_fixture_pairs(face_models_dir, name, tmp_path):
     pairs = parse_pairs(FIXTURE / "pairs.txt")
     rec = lfw_eval.evaluate_model(name, pairs, alignment="landmarks", folds=10)

@@ -3,9 +3,11 @@
 
     python tools/unauthorized_table.py lam_emb runs/r20-fmd-seed1 runs/r20-fmd-seed2
     python tools/unauthorized_table.py --pooled runs/ev2-h1-s5 runs/ev2-h1-s6 ...
+    python tools/unauthorized_table.py --linkage runs/ev-lg-s5 runs/ev-lg-s6 ...
 
 Per row: seed, queries, authorized top-1 and strict (cal) with clean in brackets, each
-unauthorized recognizer's top-1 (clean: its own native crop), their mean, image SSIM, and
+unauthorized recognizer's top-1 (clean: its own native crop; ``faceres-deep``, the held-out one,
+last), their mean over those the run evaluated, image SSIM, and
 the readability witness (readable SSIM at half and quarter size, strongest unauthorized
 recognizer on the normalised upload, then readable SSIM and the strongest recognizer in the
 out-of-focus view) on the run's main setting, the one the ``readability`` records were measured on.
@@ -13,10 +15,13 @@ out-of-focus view) on the run's main setting, the one the ``readability`` record
 ``--pooled`` sums several runs (seeded draws of one protector) into one row: authorized top-1
 minus clean in points per draw, and pooled as correct / queries; the range over the draws of
 the readable SSIM, of the strongest unauthorized recognizer in the median view, of the
-out-of-focus SSIM, of the strongest one out of focus and of mean unauthorized top-1; and on how
+out-of-focus SSIM, of the strongest one out of focus, of mean unauthorized top-1 and of the
+held-out recognizer's top-1 (``faceres-deep``, "-" for runs made before it was evaluated); and on how
 many draws each of the two strongest-recognizer counts is within chance: a one-sided exact
 binomial test against 1 / identities, Bonferroni-corrected over the recognizers it was the
 strongest of, p > 0.05.
+
+``--linkage`` gives one row over draws run with ``--attacks ...,linkage``: see :func:`linkage`.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-UNAUTHORIZED = ("faceres", "mobileface", "mobilefacenet")
+UNAUTHORIZED = ("faceres", "mobileface", "mobilefacenet", "faceres-deep")
+HELD_OUT = "faceres-deep"  # the recognizer no method, preset or generator was tuned against
 
 
 def rows(key: str, run: Path) -> list[str]:
@@ -50,9 +56,10 @@ def rows(key: str, run: Path) -> list[str]:
         def cell(metric, model):
             v, c = d.get((metric, model)), clean.get((metric, model))
             return "-" if v is None else f"{v:.3f}" + ("" if c is None else f" ({c:.3f})")
+        present = [u for u in UNAUTHORIZED if ("top1", u) in d]  # faceres-deep since stop 43
         unauth = " / ".join(cell("top1", u) for u in UNAUTHORIZED)
-        mean = sum(d[("top1", u)] for u in UNAUTHORIZED) / len(UNAUTHORIZED)
-        mean_clean = sum(clean[("top1", u)] for u in UNAUTHORIZED) / len(UNAUTHORIZED)
+        mean = sum(d[("top1", u)] for u in present) / len(present)
+        mean_clean = sum(clean[("top1", u)] for u in present) / len(present)
         read = [f"{witness[k]:.3f}" if value == main and k in witness else "-"
                 for k in (("readable_ssim", "image"), ("readable_ssim_far", "image"), ("readable_top1", "max-unauthorized"),
                           ("readable_ssim_blur", "image"), ("readable_blur_top1", "max-unauthorized"))]
@@ -98,27 +105,59 @@ def pooled(runs: list[Path]) -> str:
             chance_draws[metric] += within_chance(round(strongest["value"] * strongest["n"]), strongest["n"],
                                                   chance, max(1, usable))
         ranges["mean_unauthorized"].append(rec("top1", "mean-unauthorized", "abuse")["value"])
+        if any(r["evaluated_model"] == HELD_OUT for r in recs):
+            ranges["held_out"].append(rec("top1", HELD_OUT, "abuse")["value"])
     per_draw = ", ".join("0.0" if abs(d) < 0.05 else f"{d:+.1f}" for d in deltas)
     cells = {m: f"{min(v):.3f}-{max(v):.3f}" for m, v in ranges.items()}
     return (f"| {len(runs)} draws | {per_draw} ({correct}/{queries}, clean {clean_correct}, "
             f"{100.0 * (correct - clean_correct) / queries:+.1f}) | {cells['readable_ssim']} | "
             f"{cells['readable_top1']} (within chance on {chance_draws['readable_top1']}) | "
             f"{cells['readable_ssim_blur']} | {cells['readable_blur_top1']} (within chance on "
-            f"{chance_draws['readable_blur_top1']}) | {cells['mean_unauthorized']} |")
+            f"{chance_draws['readable_blur_top1']}) | {cells['mean_unauthorized']} | "
+            f"{cells.get('held_out', '-')} |")
+
+
+def linkage(runs: list[Path]) -> str:
+    """One row over seeded draws of the ``linkage`` attack: the authorized recognizer against
+    a gallery of protected photos minus clean identification, in points per draw and pooled;
+    each unauthorized recognizer's range over the draws; and on how many draws the strongest
+    of them is within chance (the test of :func:`within_chance`, corrected over the
+    recognizers)."""
+    deltas, correct, clean_correct, queries, within = [], 0, 0, 0, 0
+    ranges: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        recs = json.loads((run / "results.json").read_text())
+        link = {r["evaluated_model"]: r for r in recs if r["metric"] == "linkage_top1"}
+        auth = next(m for m, r in link.items() if r["role"] == "authorized")
+        clean = next(r for r in recs if r["attack"] == "abuse" and r["metric"] == "clean_top1"
+                     and r["evaluated_model"] == auth and r.get("transform", "none") == "none")
+        n = link[auth]["n"]
+        k, kc = round(link[auth]["value"] * n), round(clean["value"] * n)
+        deltas.append(100.0 * (k - kc) / n)
+        correct, clean_correct, queries = correct + k, clean_correct + kc, queries + n
+        unauth = {m: r["value"] for m, r in link.items() if r["role"] == "unauthorized"}
+        for m, v in unauth.items():
+            ranges[m].append(v)
+        chance = next(r["value"] for r in recs if r["metric"] in ("linkage_chance", "readable_chance"))  # both 1 / ids
+        within += within_chance(round(max(unauth.values()) * n), n, chance, len(unauth))
+    per_draw = ", ".join("0.0" if abs(d) < 0.05 else f"{d:+.1f}" for d in deltas)
+    per_model = "; ".join(f"{m} {min(v):.3f}-{max(v):.3f}" for m, v in sorted(ranges.items()))
+    return (f"| {len(runs)} draws | {per_draw} ({correct}/{queries}, clean {clean_correct}, "
+            f"{100.0 * (correct - clean_correct) / queries:+.1f}) | {per_model} | within chance on {within} |")
 
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print("usage: python tools/unauthorized_table.py KEY RUN_DIR [RUN_DIR ...]\n"
-              "       python tools/unauthorized_table.py --pooled RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+              "       python tools/unauthorized_table.py --pooled|--linkage RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
     missing = [r for r in argv[1:] if not (Path(r) / "results.json").is_file()]
     if missing:
         print(f"unauthorized_table: no results.json in {', '.join(missing)} (give photoveil evaluate --out folders)",
               file=sys.stderr)
         return 2
-    if argv[0] == "--pooled":
-        print(pooled([Path(r) for r in argv[1:]]))
+    if argv[0] in ("--pooled", "--linkage"):
+        print((pooled if argv[0] == "--pooled" else linkage)([Path(r) for r in argv[1:]]))
         return 0
     for run in argv[1:]:
         print("\n".join(rows(argv[0], Path(run))))

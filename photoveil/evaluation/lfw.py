@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 from photoveil.errors import InvalidInput
+from photoveil.facemodels.registry import list_specs
 from photoveil.paths import ASSETS
 
-RECOGNIZERS = ("faceapi-resnet34", "faceres", "mobileface", "mobilefacenet")
+RECOGNIZERS = tuple(s.name for s in list_specs() if s.role == "recognizer")
 ACCURACY_FILE = ASSETS / "lfw_accuracy.json"
 ALIGNMENT_CHOICES = ("landmarks", "center", "none")
 

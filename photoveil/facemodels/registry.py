@@ -134,6 +134,22 @@ def _faceres(spec: FaceModelSpec, model_file: Path, *, repair_fused_prelu: bool 
 
 
 @register_face_model(FaceModelSpec(
+    name="faceres-deep", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("faceres-deep"),
+    input_size=(224, 224), channel_order="BGR", input_range="0..255",
+    normalisation="RGB -> BGR, x * 255",
+    output="1024-d descriptor (global_pooling/Mean; the age/gender heads are dropped)", output_size=1024,
+    split_points={"stem": 3, "block1": 9, "block2": 15, "block3": 21, "block5": 33, "block11": 69},
+    default_split="block2",
+    architecture="MobileNet-v1 (HSE FaceRes, the float32 'deep' release), float32 weights",
+    notes="faceres's architecture with other weights (every tensor differs from faceres's by "
+          "up to 40 % of its range). No protection method, preset or generator was tuned against it: "
+          "it is the held-out recognizer of `evaluate` and the demo. "
+          "On 300 LFW pairs (seed 1) BGR input verifies at 0.954 vs 0.914 for RGB, so the wrapper swaps channels."))
+def _faceres_deep(spec: FaceModelSpec, model_file: Path, *, repair_fused_prelu: bool = False, **_):
+    return _graph_recognizer(spec, model_file, ["global_pooling/Mean"], repair_fused_prelu)
+
+
+@register_face_model(FaceModelSpec(
     name="mobileface", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("mobileface"),
     input_size=(112, 112), channel_order="RGB", input_range="0..255",
     normalisation="x * 255 (the graph then does (x - 127.5) / 128)",

@@ -10,6 +10,8 @@ accept every registered name.
 * ``abuse`` (:mod:`.abuse`) — data abuse by recognizers;
 * ``robustness`` (:mod:`.robustness`) — the abuse metrics after server-side transforms;
 * ``attributes`` (:mod:`.attributes`) — attribute estimation;
+* ``linkage`` (:mod:`.linkage`) — identification against a gallery of protected photos (the
+  provider enrolling uploads; an attacker holding one labelled upload per person);
 * ``reconstruction`` (:mod:`.reconstruction`) — Level 1 / Level 2 reconstruction of the face;
 * ``purifier`` (:mod:`.purifier`) — cheap purifiers (median, bilateral, JPEG 50 + upscale) before every recognizer;
 * ``adaptive`` (:mod:`.adaptive`) — attackers holding the published artifact: the recognizer the
@@ -36,6 +38,7 @@ REGISTRY: dict[str, str] = {
     "abuse": "abuse",
     "robustness": "robustness",
     "attributes": "attributes",
+    "linkage": "linkage",
     "reconstruction": "reconstruction",
     "purifier": "purifier",
     "adaptive": "adaptive",
