@@ -64,6 +64,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--w-readable-aux-gap", type=float, default=C.w_readable_aux_gap,
                    help="weight of the aux recognizer's gallery gap on the median and out-of-focus views: own "
                         f"clean face no nearer than the batch's other people [{C.w_readable_aux_gap}]")
+    p.add_argument("--w-link", type=float, default=C.w_link,
+                   help="face task: weight of the link term, two protected photos of one person no nearer each "
+                        "other for the aux than other people's; > 0 trains on batches of people x 2 photos "
+                        f"[{C.w_link}]")
     p.add_argument("--init-from", default=C.init_from,
                    help="fine-tune from this generator checkpoint (shipped name or path) [random init]")
     p.add_argument("--image-size", type=int, default=None, help="training size (faces: recognizer input) [32]")
@@ -141,7 +145,7 @@ def _config(args, target: str, aux: str | None):
             w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             w_readable_aux_blur=args.w_readable_aux_blur, w_target_centred=args.w_target_centred,
             w_target_rank=args.w_target_rank, rank_bank=args.rank_bank, w_readable_aux_gap=args.w_readable_aux_gap,
-            face_template=args.face_template, init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
+            w_link=args.w_link, face_template=args.face_template, init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
             num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None

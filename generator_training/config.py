@@ -87,6 +87,12 @@ class GeneratorTrainConfig:
     #                                  of cos A(V(x'_i), x_j)) in the median and out-of-focus views V
     #                                  (losses.gap_term): the aux must not find the face in a gallery,
     #                                  where the two terms above only lower the cosine itself
+    w_link: float = 0.0  # face task: + w * relu(mean cos A(x'_i), A(x'_j) over the batch's other photos j
+    #                      of i's person - the mean over other people) (losses.link_term): the aux must
+    #                      not link one person's protected uploads to each other (the linkage attacker
+    #                      of evaluation/attacks/linkage.py: mobileface named 0.22-0.27 of round h2's
+    #                      uploads from one labelled upload per person); > 0 builds every training batch
+    #                      from batch_size / 2 people x 2 photos (datamodule.PairBatchSampler); 0 = off
     init_from: str | None = None  # start from this generator checkpoint (shipped name or path; same
     #                               width/depth) instead of random weights: fine-tuning
 
@@ -125,7 +131,7 @@ class GeneratorTrainConfig:
         check(self.image_size >= 11, f"image_size must be >= 11 (SSIM window), got {self.image_size}")
         for name in ("w_target", "w_aux", "w_ssim", "weight_decay", "face_aux_margin", "w_target_centred",
                      "w_target_rank", "w_readable", "w_readable_far", "w_readable_blur", "w_readable_aux",
-                     "w_readable_aux_blur", "w_readable_aux_gap"):
+                     "w_readable_aux_blur", "w_readable_aux_gap", "w_link"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         # 0.95: the evaluation's rescale transform, which applies it, shrinks to >= 5 %
         check(0 <= self.aux_rescale <= 0.95, f"aux_rescale must be in [0, 0.95], got {self.aux_rescale}")
@@ -158,6 +164,10 @@ class GeneratorTrainConfig:
         for name in ("w_readable_aux", "w_readable_aux_blur", "w_readable_aux_gap"):
             check(getattr(self, name) == 0 or (self.aux is not None and self.task == "face"),
                   f"{name} needs task 'face' and an aux recognizer")
+        check(self.w_link == 0 or (self.aux is not None and self.task == "face"),
+              "w_link needs task 'face' and an aux recognizer")
+        check(self.w_link == 0 or (self.batch_size >= 4 and self.batch_size % 2 == 0),
+              f"w_link needs an even batch_size >= 4 (people x 2 photos), got {self.batch_size}")
         check(self.w_readable == 0 or self.image_size >= 22,
               f"w_readable needs image_size >= 22 (SSIM window at half size), got {self.image_size}")
         check(self.w_readable_blur == 0 or self.image_size >= 22,

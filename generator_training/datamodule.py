@@ -16,9 +16,12 @@ Example::
 """
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Sequence
+
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from photoveil.generator_training.config import GeneratorTrainConfig
 
@@ -56,6 +59,10 @@ class GeneratorDataModule(L.LightningDataModule):
                           drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
+        if self.config.w_link > 0:  # the link term needs two photos of each person in a batch
+            sampler = PairBatchSampler(labels_of(self.train_set), self.config.batch_size, self.config.seed)
+            return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.config.num_workers,
+                              persistent_workers=self.config.num_workers > 0)
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -63,6 +70,66 @@ class GeneratorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False)
+
+
+class PairBatchSampler(Sampler[list[int]]):
+    """Batches of ``batch_size / 2`` people x 2 photos each, for the link term.
+
+    Each epoch visits the people with >= 2 photos in a seeded order, every person once per
+    pass, and gives as many batches as plain shuffling would (``len(labels) / batch_size``,
+    rounded up), so an epoch costs the same; each person's two photos are drawn anew each
+    time. Photos of people with a single photo are not used.
+
+    Args:
+        labels: the identity of every item of the dataset, ``[N]``.
+        batch_size: even, >= 4.
+        seed: the order of epoch ``e`` comes from ``seed + e``.
+    """
+
+    def __init__(self, labels: Sequence[int], batch_size: int, seed: int = 0) -> None:
+        if batch_size < 4 or batch_size % 2:
+            raise ValueError(f"batch_size must be even and >= 4, got {batch_size}")
+        by_person: dict[int, list[int]] = {}
+        for i, label in enumerate(int(v) for v in labels):
+            by_person.setdefault(label, []).append(i)
+        self.people = [items for items in by_person.values() if len(items) >= 2]
+        if len(self.people) < batch_size // 2:
+            raise ValueError(f"pair batches of {batch_size} need {batch_size // 2} people with >= 2 photos, "
+                             f"the training set has {len(self.people)}")
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+        self.batches = -(-len(labels) // batch_size)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        queue: deque[int] = deque()
+        for _ in range(self.batches):
+            chosen, later = [], []  # a batch straddling two passes must not hold one person twice
+            while len(chosen) < self.batch_size // 2:
+                if not queue:
+                    queue.extend(torch.randperm(len(self.people), generator=gen).tolist())
+                person = queue.popleft()
+                (later if person in chosen else chosen).append(person)
+            queue.extendleft(reversed(later))
+            batch = []
+            for person in chosen:
+                items = self.people[person]
+                batch += [items[k] for k in torch.randperm(len(items), generator=gen)[:2].tolist()]
+            yield batch
+
+
+def labels_of(ds: Dataset) -> list[int]:
+    """The identity label of every item of ``ds`` (a face dataset, or a ``Subset`` of one),
+    read from its samples list without loading images."""
+    if isinstance(ds, Subset):
+        inner = labels_of(ds.dataset)
+        return [inner[i] for i in ds.indices]
+    if hasattr(ds, "samples"):
+        return [int(label) for _, label in ds.samples]
+    return [int(ds[i][1]) for i in range(len(ds))]
 
 
 def seeded_subset(ds: Dataset, n: int, seed: int) -> Subset:

@@ -36,6 +36,9 @@ The readability terms' aux gap (:func:`gap_term`) is the opposite wish on the au
 the protected face, seen normalised, must not be nearer its own clean face than the batch's
 other people on average, which is what a gallery search reads (the plain aux term only pushes
 the cosine itself down, and a face pushed to cosine 0 is still found when others sit lower).
+The link term (:func:`link_term`) asks the same of protected faces among themselves: two
+protected photos of one person must not be nearer each other, for the aux, than photos of other
+people, or whoever holds one labelled upload per person names the rest (the ``linkage`` attack).
 
 Shapes: images ``[N, C, H, W]`` in [0, 1] with H, W >= 11; logits ``[N, K]``; labels ``[N]``;
 embeddings ``[N, D]``. Every function returns a dict of scalar tensors with ``loss`` and
@@ -173,3 +176,24 @@ def gap_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> t
     gap = F.relu(own - mean_others)[has].mean()
     nearest_other = c.masked_fill(~others, float("-inf")).amax(1)
     return gap, (own > nearest_other)[has].float().mean().detach()
+
+
+def link_term(prot: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(link, top-1) of the aux linking protected faces to each other: the mean over faces of
+    ``relu(mean_s C[i, s] - mean_o C[i, o])``, ``C`` the cosine among ``prot [N, D]``, ``s`` over
+    the batch's other photos of i's identity (``labels [N]``), ``o`` over other identities (a
+    face lacking either is left out); and how often i's nearest other face is of its own
+    identity (the linkage attacker's top-1 within the batch)."""
+    c = F.normalize(prot.float(), dim=1)
+    c = c @ c.T
+    same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    others = labels[:, None] != labels[None, :]
+    has = same.any(1) & others.any(1)
+    if not has.any():
+        zero = c.new_zeros(())
+        return zero, zero.detach()
+    mean_same = (c * same).sum(1) / same.sum(1).clamp_min(1)
+    mean_others = (c * others).sum(1) / others.sum(1).clamp_min(1)
+    link = F.relu(mean_same - mean_others)[has].mean()
+    nearest = c.masked_fill(~(same | others), float("-inf")).argmax(1)
+    return link, same.gather(1, nearest[:, None]).squeeze(1)[has].float().mean().detach()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from photoveil.generator_training.config import GeneratorTrainConfig
-from photoveil.generator_training.losses import classification_loss, face_loss, gap_term
+from photoveil.generator_training.losses import classification_loss, face_loss, gap_term, link_term
 from photoveil.imageops import input_hw, rescale
 from photoveil.nets.unet import UNetGenerator
 from photoveil.data.augment import augment
@@ -174,6 +174,10 @@ class GeneratorModule(L.LightningModule):
                               rank_bank=self.rank_bank if self.training else None, **weights)
             self._update_rank_bank(t_clean, y)
             self._add_readability(parts, x, x_prot, a_clean, y)
+            if a_prot is not None and y is not None:  # logged on face batches with labels, trained with w_link
+                parts["link"], parts["link_top1"] = link_term(a_prot, y)
+                if cfg.w_link > 0:
+                    parts["loss"] = parts["loss"] + cfg.w_link * parts["link"]
         else:
             t_logits = target(x_prot)
             a_logits = aux(x_aux) if aux is not None else None

@@ -534,3 +534,65 @@ def test_ranking_term_is_trained_on_the_batch_labels():
                                  target=OffsetStandIn(1, 24))
         final[w] = _after_steps(module, x, y)["target_rank_ce"].item()
     assert final[5.0] < final[0.0] - 0.1, final
+
+
+def test_link_term_reads_whether_one_persons_faces_find_each_other():
+    from photoveil.generator_training.losses import link_term
+
+    e = torch.nn.functional.normalize(torch.randn(3, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    linked = e[[0, 0, 1, 1, 2, 2]]                          # each person's two faces coincide
+    link, top1 = link_term(linked, labels)
+    assert top1 == 1.0 and link > 0.8
+    unlinked = e[[0, 1, 1, 2, 2, 0]]                         # each face looks like another person
+    link_u, top1_u = link_term(unlinked, labels)
+    assert top1_u == 0.0 and link_u < 0.1 * link
+    assert link_term(linked, torch.arange(6))[0] == 0         # no pairs: nothing to link
+
+
+def test_pair_batches_hold_two_photos_of_each_person():
+    from photoveil.generator_training.datamodule import PairBatchSampler, labels_of
+
+    labels = [0] * 5 + [1] * 2 + [2] * 3 + [3] * 2 + [4] + [5] * 4  # person 4: one photo, never used
+    sampler = PairBatchSampler(labels, batch_size=4, seed=3)
+    epoch = list(sampler)
+    assert len(epoch) == len(sampler) == 5                          # ceil(17 / 4): an epoch as shuffling
+    for batch in epoch:
+        people = [labels[i] for i in batch]
+        assert len(batch) == 4 and len(set(batch)) == 4
+        assert people[0] == people[1] != people[2] == people[3] and 4 not in people
+    assert epoch != list(sampler)                                   # the next epoch is another order
+    five = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    for seed in range(20):                                          # 5 people, 3 a batch: batches straddle passes
+        for batch in PairBatchSampler(five, batch_size=6, seed=seed):
+            people = [five[i] for i in batch[0::2]]
+            assert len(set(people)) == 3                            # every person at most once a batch
+    assert epoch == list(PairBatchSampler(labels, batch_size=4, seed=3))  # seeded
+    with pytest.raises(ValueError, match="even and >= 4"):
+        PairBatchSampler(labels, batch_size=5)
+    with pytest.raises(ValueError, match="need 4 people with >= 2 photos, the training set has 1"):
+        PairBatchSampler([0, 0, 1], batch_size=8)
+    ds = TensorDataset(torch.zeros(6, 1), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert labels_of(torch.utils.data.Subset(ds, [5, 0, 2])) == [2, 0, 1]
+
+
+def test_link_term_validates_and_reaches_the_cli():
+    face = dict(task="face", dataset="lfw", in_channels=3, image_size=24)
+    with pytest.raises(ValueError, match="w_link needs task 'face' and an aux"):
+        tiny_config(w_link=1.0, aux=None, **face)
+    with pytest.raises(ValueError, match="w_link needs an even batch_size >= 4"):
+        tiny_config(w_link=1.0, batch_size=7, **face)
+    with pytest.raises(ValueError, match="w_link must be >= 0"):
+        tiny_config(w_link=-1.0, **face)
+    from photoveil.cli import build_parser
+    from photoveil.generator_training.cli import _config
+
+    args = build_parser().parse_args(["generator", "train", "--dataset", "lfw", "--target", "faceapi-resnet34",
+                                      "--aux", "mobileface", "--out", "x", "--w-link", "4"])
+    assert _config(args, args.target, args.aux).w_link == 4
+    assert GeneratorTrainConfig.from_dict({k: v for k, v in tiny_config().to_dict().items()
+                                           if k != "w_link"}).w_link == 0  # older checkpoints
+    dm = datamodule(tiny_config(w_link=1.0, batch_size=8, **face))       # the loader switches to pair batches
+    dm.setup("fit")
+    _, labels = next(iter(dm.train_dataloader()))
+    assert (labels[0::2] == labels[1::2]).all()

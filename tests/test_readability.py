@@ -292,3 +292,20 @@ def test_init_from_copies_weights_and_rejects_a_mismatch(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
     with pytest.raises(InvalidInput, match="U-Net"):
         load_initial_weights(UNetGenerator(in_channels=3, width=0.25, depth=2), str(tmp_path / "g.pt"))
+
+
+def test_link_term_is_trained_on_pairs_of_one_persons_photos():
+    """``w_link``: after training with it the aux links the protected photos of one person less
+    than after training without it; with no labels (evaluation) it is not computed."""
+    from tests.test_generator_training import _after_steps
+
+    g = torch.Generator().manual_seed(0)
+    x = (faces(4, 48).repeat_interleave(2, 0) + 0.03 * torch.randn(8, 3, 48, 48, generator=g)).clamp(0, 1)
+    y = torch.arange(4).repeat_interleave(2)                      # 4 people x 2 photos
+    final = {}
+    for w in (0.0, 8.0):
+        module = aux_trained_module(w_link=w)
+        start = module.compute_loss(x, y)[0]["link"].item()
+        final[w] = _after_steps(module, x, y, steps=25)["link"].item()
+    assert start > 0.1 and final[8.0] < 0.5 * start and final[8.0] < 0.5 * final[0.0], (start, final)
+    assert "link" not in module.compute_loss(x, None)[0]
