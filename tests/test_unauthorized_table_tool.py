@@ -69,6 +69,8 @@ def test_linkage_row_scores_the_provider_and_the_linking_attacker(tmp_path):
     assert row == ("| 2 draws | 0.0, -5.0 (113/120, clean 116, -2.5) | a 0.033-0.200; b 0.017-0.017 "
                    "| within chance on 1 |")
     assert table.main(["--linkage", str(tmp_path / "s1")]) == 0
+    old = _run(tmp_path / "old", 57, 60, 60, 2)                     # a run without the linkage attack
+    assert table.main(["--linkage", str(tmp_path / "s1"), str(old)]) == 2
 
 
 def test_a_folder_without_results_is_named_not_a_traceback(tmp_path, capsys):

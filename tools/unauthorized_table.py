@@ -156,6 +156,12 @@ def main(argv: list[str]) -> int:
         print(f"unauthorized_table: no results.json in {', '.join(missing)} (give photoveil evaluate --out folders)",
               file=sys.stderr)
         return 2
+    if argv[0] == "--linkage":
+        without = [r for r in argv[1:] if '"linkage_top1"' not in (Path(r) / "results.json").read_text()]
+        if without:
+            print(f"unauthorized_table: no linkage records in {', '.join(without)} (run photoveil evaluate with "
+                  f"--attacks ...,linkage, and let it finish)", file=sys.stderr)
+            return 2
     if argv[0] in ("--pooled", "--linkage"):
         print((pooled if argv[0] == "--pooled" else linkage)([Path(r) for r in argv[1:]]))
         return 0
