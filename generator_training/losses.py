@@ -179,21 +179,24 @@ def gap_term(prot: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor) -> t
 
 
 def link_term(prot: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(link, top-1) of the aux linking protected faces to each other: the mean over faces of
-    ``relu(mean_s C[i, s] - mean_o C[i, o])``, ``C`` the cosine among ``prot [N, D]``, ``s`` over
-    the batch's other photos of i's identity (``labels [N]``), ``o`` over other identities (a
-    face lacking either is left out); and how often i's nearest other face is of its own
-    identity (the linkage attacker's top-1 within the batch)."""
+    """(link, top-1) of the aux linking protected faces to each other. ``C`` is the cosine among
+    ``prot [N, D]``; each face's softmax over ``RANK_SCALE * C[i, j]``, ``j != i``, puts a share
+    ``p_i`` on the batch's other photos of its identity (``labels [N]``); the term is the mean of
+    ``relu(p_i - s_i)``, ``s_i`` the share those photos would get if the aux saw no identity (their
+    number over N - 1), over faces with both another photo of their own and another identity.
+    The softmax, unlike a mean cosine gap, puts the gradient on the nearest faces, which are what
+    a gallery search returns. top-1: how often i's nearest other face is of its own identity (the
+    linkage attacker's top-1 within the batch)."""
     c = F.normalize(prot.float(), dim=1)
     c = c @ c.T
-    same = (labels[:, None] == labels[None, :]) & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
-    others = labels[:, None] != labels[None, :]
-    has = same.any(1) & others.any(1)
+    self_mask = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    same = (labels[:, None] == labels[None, :]) & ~self_mask
+    has = same.any(1) & (labels[:, None] != labels[None, :]).any(1)
     if not has.any():
         zero = c.new_zeros(())
         return zero, zero.detach()
-    mean_same = (c * same).sum(1) / same.sum(1).clamp_min(1)
-    mean_others = (c * others).sum(1) / others.sum(1).clamp_min(1)
-    link = F.relu(mean_same - mean_others)[has].mean()
-    nearest = c.masked_fill(~(same | others), float("-inf")).argmax(1)
+    p = torch.softmax((RANK_SCALE * c).masked_fill(self_mask, float("-inf")), dim=1)
+    share = same.sum(1) / (len(labels) - 1)
+    link = F.relu((p * same).sum(1) - share)[has].mean()
+    nearest = c.masked_fill(self_mask, float("-inf")).argmax(1)
     return link, same.gather(1, nearest[:, None]).squeeze(1)[has].float().mean().detach()

@@ -117,15 +117,19 @@ def _faceapi_resnet34(spec: FaceModelSpec, model_file: Path, **_):
     return FaceNet(spec, nn.Identity(), FaceApiResNet34.from_manifest(model_file), nn.Identity())
 
 
+# the HSE FaceRes MobileNet of human-models, in its two published weight sets
+_FACERES = dict(role="recognizer", package=HUMAN_MODELS.spec, input_size=(224, 224), channel_order="BGR",
+                input_range="0..255", normalisation="RGB -> BGR, x * 255",
+                output="1024-d descriptor (global_pooling/Mean; the age/gender heads are dropped)",
+                output_size=1024, default_split="block2",
+                split_points={"stem": 3, "block1": 9, "block2": 15, "block3": 21, "block5": 33, "block11": 69})
+
+
 @register_face_model(FaceModelSpec(
-    name="faceres", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("faceres"),
-    input_size=(224, 224), channel_order="BGR", input_range="0..255",
-    normalisation="RGB -> BGR, x * 255",
-    output="1024-d descriptor (global_pooling/Mean; the age/gender heads are dropped)", output_size=1024,
-    split_points={"stem": 3, "block1": 9, "block2": 15, "block3": 21, "block5": 33, "block11": 69},
+    name="faceres", files=_hm("faceres"), **_FACERES,
     # deep: PMT matched at block2-5 re-grows the face under the noise (mobileface still
     # verifies 0.52-0.82 of pairs); block11 brings it to 0.08 (README, "Reconstruction")
-    default_split="block2", deep_split="block11",
+    deep_split="block11",
     architecture="MobileNet-v1 (HSE FaceRes), float16 weights",
     notes="trained on OpenCV (BGR) images: on 300 LFW pairs of identities outside pairs.txt, "
           "BGR input verifies at 0.961 vs 0.924 for RGB (no flip), so the wrapper swaps channels."))
@@ -133,20 +137,13 @@ def _faceres(spec: FaceModelSpec, model_file: Path, *, repair_fused_prelu: bool 
     return _graph_recognizer(spec, model_file, ["global_pooling/Mean"], repair_fused_prelu)
 
 
-@register_face_model(FaceModelSpec(
-    name="faceres-deep", role="recognizer", package=HUMAN_MODELS.spec, files=_hm("faceres-deep"),
-    input_size=(224, 224), channel_order="BGR", input_range="0..255",
-    normalisation="RGB -> BGR, x * 255",
-    output="1024-d descriptor (global_pooling/Mean; the age/gender heads are dropped)", output_size=1024,
-    split_points={"stem": 3, "block1": 9, "block2": 15, "block3": 21, "block5": 33, "block11": 69},
-    default_split="block2",
+register_face_model(FaceModelSpec(
+    name="faceres-deep", files=_hm("faceres-deep"), **_FACERES,
     architecture="MobileNet-v1 (HSE FaceRes, the float32 'deep' release), float32 weights",
     notes="faceres's architecture with other weights (every tensor differs from faceres's by "
           "up to 40 % of its range). No protection method, preset or generator was tuned against it: "
-          "it is the held-out recognizer of `evaluate` and the demo. "
-          "On 300 LFW pairs (seed 1) BGR input verifies at 0.954 vs 0.914 for RGB, so the wrapper swaps channels."))
-def _faceres_deep(spec: FaceModelSpec, model_file: Path, *, repair_fused_prelu: bool = False, **_):
-    return _graph_recognizer(spec, model_file, ["global_pooling/Mean"], repair_fused_prelu)
+          "it is the held-out recognizer of `evaluate` and the demo. On 300 LFW pairs (seed 1) BGR "
+          "input verifies at 0.954 vs 0.914 for RGB, so the wrapper swaps channels."))(_faceres)
 
 
 @register_face_model(FaceModelSpec(
