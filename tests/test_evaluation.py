@@ -238,10 +238,10 @@ def test_linkage_identifies_protected_uploads_against_a_protected_gallery(tmp_pa
     cfg = _cfg(tmp_path, method="none", attacks=("abuse", "linkage"), calib_pairs=0)
     recs = runner.Evaluation(cfg, _toy_models()).run()
     for model in ("toyA", "toyB"):
-        (link,) = records_by_metric(recs, "linkage", model, "linkage_top1")
-        (clean,) = records_by_metric(recs, "abuse", model, "clean_top1")
+        (link,) = runner.records_by(recs, attack="linkage", evaluated_model=model, metric="linkage_top1")
+        (clean,) = runner.records_by(recs, attack="abuse", evaluated_model=model, metric="clean_top1")
         assert link["value"] == pytest.approx(clean["value"]) and link["role"] == clean["role"]
-    assert records_by_metric(recs, "linkage", "mean-unauthorized", "linkage_top1")
+    assert runner.records_by(recs, attack="linkage", evaluated_model="mean-unauthorized", metric="linkage_top1")
 
     # a mirroring protector: abuse compares mirrored uploads with the clean gallery, linkage
     # with the gallery mirrored by the same protector
@@ -262,12 +262,8 @@ def test_linkage_identifies_protected_uploads_against_a_protected_gallery(tmp_pa
     g = embed(net, ev.faces.get(data.gallery, (32, 32), model="toyA").flip(-1))
     q = embed(net, ev.faces.get(data.queries, (32, 32), model="toyA").flip(-1))
     want = M.identification_top1(g, torch.tensor(data.gallery_labels), q, torch.tensor(data.query_labels))
-    (link,) = records_by_metric(recs, "linkage", "toyA", "linkage_top1")
+    (link,) = runner.records_by(recs, attack="linkage", evaluated_model="toyA", metric="linkage_top1")
     assert link["value"] == pytest.approx(want) and link["n"] == len(data.queries)
-
-
-def records_by_metric(recs, attack, model, metric):
-    return [r for r in recs if r["attack"] == attack and r["evaluated_model"] == model and r["metric"] == metric]
 
 
 def test_runner_pmt_reconstruction_and_sweep(tmp_path):
