@@ -145,8 +145,8 @@ def _config(args, target: str, aux: str | None):
             w_readable_blur=args.w_readable_blur, w_readable_aux=args.w_readable_aux,
             w_readable_aux_blur=args.w_readable_aux_blur, w_target_centred=args.w_target_centred,
             w_target_rank=args.w_target_rank, rank_bank=args.rank_bank, w_readable_aux_gap=args.w_readable_aux_gap,
-            w_link=args.w_link, face_template=args.face_template, init_from=args.init_from, augment=not args.no_augment, crop_pad=args.crop_pad,
-            num_workers=args.num_workers, seed=args.seed)
+            w_link=args.w_link, face_template=args.face_template, init_from=args.init_from,
+            augment=not args.no_augment, crop_pad=args.crop_pad, num_workers=args.num_workers, seed=args.seed)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
 
