@@ -79,8 +79,16 @@ def within_chance(hits: int, n: int, chance: float, tests: int) -> bool:
     return min(1.0, tests * above_chance_p(hits, n, chance)) > CHANCE_LEVEL
 
 
+def draws_cell(counts: list[tuple[int, int, int]]) -> str:
+    """The row's first two cells from ``(right, clean right, queries)`` of the authorized
+    recognizer per draw: the draw count, then its points against clean per draw and pooled."""
+    per_draw = ", ".join("0.0" if k == kc else f"{100.0 * (k - kc) / n:+.1f}" for k, kc, n in counts)
+    k, kc, n = (sum(c[i] for c in counts) for i in range(3))
+    return f"| {len(counts)} draws | {per_draw} ({k}/{n}, clean {kc}, {100.0 * (k - kc) / n:+.1f}) |"
+
+
 def pooled(runs: list[Path]) -> str:
-    deltas, correct, clean_correct, queries = [], 0, 0, 0
+    counts = []
     ranges: dict[str, list[float]] = defaultdict(list)
     chance_draws = {"readable_top1": 0, "readable_blur_top1": 0}
     for run in runs:
@@ -91,9 +99,7 @@ def pooled(runs: list[Path]) -> str:
             return next(r for r in recs if r["metric"] == metric and r["evaluated_model"] == model
                         and r["attack"] == attack and r.get("transform", "none") == "none")
         top, clean = rec("top1", auth, "abuse"), rec("clean_top1", auth, "abuse")
-        k, kc, n = round(top["value"] * top["n"]), round(clean["value"] * clean["n"]), top["n"]
-        deltas.append(100.0 * (k - kc) / n)
-        correct, clean_correct, queries = correct + k, clean_correct + kc, queries + n
+        counts.append((round(top["value"] * top["n"]), round(clean["value"] * clean["n"]), top["n"]))
         chance = rec("readable_chance", auth, "readability")["value"]
         for metric in ("readable_ssim", "readable_ssim_blur"):
             ranges[metric].append(rec(metric, "image", "readability")["value"])
@@ -107,10 +113,8 @@ def pooled(runs: list[Path]) -> str:
         ranges["mean_unauthorized"].append(rec("top1", "mean-unauthorized", "abuse")["value"])
         if any(r["evaluated_model"] == HELD_OUT for r in recs):
             ranges["held_out"].append(rec("top1", HELD_OUT, "abuse")["value"])
-    per_draw = ", ".join("0.0" if abs(d) < 0.05 else f"{d:+.1f}" for d in deltas)
     cells = {m: f"{min(v):.3f}-{max(v):.3f}" for m, v in ranges.items()}
-    return (f"| {len(runs)} draws | {per_draw} ({correct}/{queries}, clean {clean_correct}, "
-            f"{100.0 * (correct - clean_correct) / queries:+.1f}) | {cells['readable_ssim']} | "
+    return (f"{draws_cell(counts)} {cells['readable_ssim']} | "
             f"{cells['readable_top1']} (within chance on {chance_draws['readable_top1']}) | "
             f"{cells['readable_ssim_blur']} | {cells['readable_blur_top1']} (within chance on "
             f"{chance_draws['readable_blur_top1']}) | {cells['mean_unauthorized']} | "
@@ -123,7 +127,7 @@ def linkage(runs: list[Path]) -> str:
     each unauthorized recognizer's range over the draws; and on how many draws the strongest
     of them is within chance (the test of :func:`within_chance`, corrected over the
     recognizers)."""
-    deltas, correct, clean_correct, queries, within = [], 0, 0, 0, 0
+    counts, within = [], 0
     ranges: dict[str, list[float]] = defaultdict(list)
     for run in runs:
         recs = json.loads((run / "results.json").read_text())
@@ -132,18 +136,14 @@ def linkage(runs: list[Path]) -> str:
         clean = next(r for r in recs if r["attack"] == "abuse" and r["metric"] == "clean_top1"
                      and r["evaluated_model"] == auth and r.get("transform", "none") == "none")
         n = link[auth]["n"]
-        k, kc = round(link[auth]["value"] * n), round(clean["value"] * n)
-        deltas.append(100.0 * (k - kc) / n)
-        correct, clean_correct, queries = correct + k, clean_correct + kc, queries + n
+        counts.append((round(link[auth]["value"] * n), round(clean["value"] * n), n))
         unauth = {m: r["value"] for m, r in link.items() if r["role"] == "unauthorized"}
         for m, v in unauth.items():
             ranges[m].append(v)
         chance = next(r["value"] for r in recs if r["metric"] in ("linkage_chance", "readable_chance"))  # both 1 / ids
         within += within_chance(round(max(unauth.values()) * n), n, chance, len(unauth))
-    per_draw = ", ".join("0.0" if abs(d) < 0.05 else f"{d:+.1f}" for d in deltas)
     per_model = "; ".join(f"{m} {min(v):.3f}-{max(v):.3f}" for m, v in sorted(ranges.items()))
-    return (f"| {len(runs)} draws | {per_draw} ({correct}/{queries}, clean {clean_correct}, "
-            f"{100.0 * (correct - clean_correct) / queries:+.1f}) | {per_model} | within chance on {within} |")
+    return f"{draws_cell(counts)} {per_model} | within chance on {within} |"
 
 
 def main(argv: list[str]) -> int:
