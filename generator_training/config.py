@@ -87,8 +87,9 @@ class GeneratorTrainConfig:
     #                                  of cos A(V(x'_i), x_j)) in the median and out-of-focus views V
     #                                  (losses.gap_term): the aux must not find the face in a gallery,
     #                                  where the two terms above only lower the cosine itself
-    w_link: float = 0.0  # face task: + w * relu(mean cos A(x'_i), A(x'_j) over the batch's other photos j
-    #                      of i's person - the mean over other people) (losses.link_term): the aux must
+    w_link: float = 0.0  # face task: + w * relu(p_i - s_i), p_i the share of i's softmax over the aux's
+    #                      cosines to the batch's other protected faces that falls on its own person's
+    #                      other photos, s_i their share by count (losses.link_term): the aux must
     #                      not link one person's protected uploads to each other (the linkage attacker
     #                      of evaluation/attacks/linkage.py: mobileface named 0.22-0.27 of round h2's
     #                      uploads from one labelled upload per person); > 0 builds every training batch
@@ -161,11 +162,9 @@ class GeneratorTrainConfig:
               "w_readable_aux_gap need RGB images (in_channels 3)")
         check(self.w_readable_far == 0 or self.image_size >= 44,
               f"w_readable_far needs image_size >= 44 (SSIM window at quarter size), got {self.image_size}")
-        for name in ("w_readable_aux", "w_readable_aux_blur", "w_readable_aux_gap"):
+        for name in ("w_readable_aux", "w_readable_aux_blur", "w_readable_aux_gap", "w_link"):
             check(getattr(self, name) == 0 or (self.aux is not None and self.task == "face"),
                   f"{name} needs task 'face' and an aux recognizer")
-        check(self.w_link == 0 or (self.aux is not None and self.task == "face"),
-              "w_link needs task 'face' and an aux recognizer")
         check(self.w_link == 0 or (self.batch_size >= 4 and self.batch_size % 2 == 0),
               f"w_link needs an even batch_size >= 4 (people x 2 photos), got {self.batch_size}")
         check(self.w_readable == 0 or self.image_size >= 22,
